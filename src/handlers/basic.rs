@@ -1,0 +1,20 @@
+//! NOOP, CAPABILITY, LOGOUT.
+
+use super::{Done, Handler, Output};
+use crate::protocol::{Data, Response};
+
+impl Handler<'_> {
+    pub(super) fn capabilities(&self) -> Vec<String> {
+        vec!["LITERAL+".to_string()]
+    }
+
+    pub(super) fn capability(&mut self, out: &mut dyn Output) -> Done {
+        out.send(Response::Untagged(Data::Capability(self.capabilities())));
+        Done::completed("capability")
+    }
+
+    pub(super) fn logout(&mut self, out: &mut dyn Output) -> Done {
+        out.send(Response::bye("Logging user out"));
+        Done::ok("Logging user out").closing()
+    }
+}

@@ -1,0 +1,16 @@
+//! imspd: an IMSP server (Internet Message Support Protocol, TCP 406), the
+//! successor of CMU's cyrus-imspd.
+//!
+//! Data flows one way: [`connection`] -> [`protocol`] (frame, parse) ->
+//! [`session`] (state) -> [`handlers`] -> store -> typed responses ->
+//! [`protocol::writer`].
+
+pub mod log;
+
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod daemon;
+pub mod handlers;
+pub mod protocol;
+pub mod session;

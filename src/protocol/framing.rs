@@ -1,0 +1,344 @@
+//! Assembling one command frame from the byte stream: lines, synchronizing
+//! literals (`{N}`, after the server's `+` go-ahead) and non-synchronizing
+//! ones (`{N+}`, LITERAL+), within the configured limits.
+//!
+//! The reader never interprets a byte of a literal as a command: a literal
+//! over the limit is refused before the go-ahead, or (LITERAL+) read and
+//! dropped without being kept, so the session stays in step with the client.
+
+use std::io;
+
+use super::parser::{frame_tag, literal_header};
+
+/// Input sizes the reader accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest line (outside literals), in octets.
+    pub max_line: usize,
+    /// Largest literal, and the budget for all literals of one command.
+    pub max_literal: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line: 64 * 1024,
+            max_literal: 1024 * 1024,
+        }
+    }
+}
+
+/// Where the reader gets bytes and sends its go-ahead.
+pub trait Transport {
+    /// Append at least one byte to `buf`; `Ok(0)` at end of input.
+    fn fill(&mut self, buf: &mut Vec<u8>) -> io::Result<usize>;
+    /// Send the `+` continuation request.
+    fn go_ahead(&mut self) -> io::Result<()>;
+}
+
+/// What the reader produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A complete command, final CRLF removed, literals inline.
+    Command(Vec<u8>),
+    /// A line over `max_line`; the whole command was skipped.
+    LineTooLong { tag: Option<String> },
+    /// A literal over `max_literal`; the command was skipped.
+    LiteralTooLarge { tag: Option<String>, size: u64 },
+    /// The client closed the connection.
+    Eof,
+}
+
+/// The literal announced at the end of a line (CRLF already removed).
+pub fn literal_at_end(line: &[u8]) -> Option<(u64, bool)> {
+    if line.last() != Some(&b'}') {
+        return None;
+    }
+    let open = line.iter().rposition(|&b| b == b'{')?;
+    match literal_header(&line[open..]) {
+        Ok((b"", hdr)) => Some(hdr),
+        _ => None,
+    }
+}
+
+enum Line {
+    Complete(Vec<u8>),
+    /// Over the limit: the line was consumed; the tail kept to spot a literal.
+    TooLong {
+        head: Vec<u8>,
+        tail: Vec<u8>,
+    },
+    Eof,
+}
+
+#[derive(Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    limits: Limits,
+}
+
+impl FrameReader {
+    pub fn new(limits: Limits) -> Self {
+        FrameReader {
+            buf: Vec::new(),
+            limits,
+        }
+    }
+
+    /// Bytes received but not yet used (pipelined commands).
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Read one line; a bare LF ends a line as CRLF does. A line over `max`
+    /// is consumed without being kept whole.
+    fn read_line<T: Transport>(&mut self, t: &mut T, max: usize) -> io::Result<Line> {
+        fn head(v: &[u8]) -> Vec<u8> {
+            v[..v.len().min(64)].to_vec()
+        }
+        fn tail(v: &[u8]) -> Vec<u8> {
+            v[v.len().saturating_sub(32)..].to_vec()
+        }
+        let mut scanned = 0;
+        // While skipping an over-long line: its start and its latest end.
+        let mut overflow: Option<(Vec<u8>, Vec<u8>)> = None;
+        loop {
+            if let Some(pos) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = self.buf.drain(..=scanned + pos).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(match overflow {
+                    None if line.len() <= max => Line::Complete(line),
+                    None => Line::TooLong {
+                        head: head(&line),
+                        tail: tail(&line),
+                    },
+                    Some((h, mut t)) => {
+                        t.extend_from_slice(&line);
+                        if t.last() == Some(&b'\r') {
+                            t.pop();
+                        }
+                        Line::TooLong {
+                            head: h,
+                            tail: tail(&t),
+                        }
+                    }
+                });
+            }
+            scanned = self.buf.len();
+            if self.buf.len() > max + 1 {
+                match overflow.as_mut() {
+                    None => overflow = Some((head(&self.buf), tail(&self.buf))),
+                    Some((_, t)) => {
+                        t.extend_from_slice(&self.buf);
+                        *t = tail(t);
+                    }
+                }
+                self.buf.clear();
+                scanned = 0;
+            }
+            if t.fill(&mut self.buf)? == 0 {
+                return Ok(Line::Eof);
+            }
+        }
+    }
+
+    /// Read and keep exactly `n` octets.
+    fn read_exact<T: Transport>(
+        &mut self,
+        t: &mut T,
+        n: usize,
+        out: &mut Vec<u8>,
+    ) -> io::Result<bool> {
+        while self.buf.len() < n {
+            if t.fill(&mut self.buf)? == 0 {
+                return Ok(false);
+            }
+        }
+        out.extend(self.buf.drain(..n));
+        Ok(true)
+    }
+
+    /// Read and drop `n` octets without keeping them.
+    fn discard<T: Transport>(&mut self, t: &mut T, mut n: u64) -> io::Result<bool> {
+        loop {
+            let take = (self.buf.len() as u64).min(n) as usize;
+            self.buf.drain(..take);
+            n -= take as u64;
+            if n == 0 {
+                return Ok(true);
+            }
+            if t.fill(&mut self.buf)? == 0 {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Skip the rest of a refused command: every further non-synchronizing
+    /// literal and line the client sends without waiting for us. Returns
+    /// false at end of input.
+    fn skip_rest<T: Transport>(
+        &mut self,
+        t: &mut T,
+        mut last_line_tail: Vec<u8>,
+    ) -> io::Result<bool> {
+        loop {
+            match literal_at_end(&last_line_tail) {
+                Some((n, true)) => {
+                    if !self.discard(t, n)? {
+                        return Ok(false);
+                    }
+                }
+                // A synchronizing literal waits for a go-ahead we never send.
+                _ => return Ok(true),
+            }
+            match self.read_line(t, self.limits.max_line)? {
+                Line::Complete(l) => last_line_tail = l,
+                Line::TooLong { tail, .. } => last_line_tail = tail,
+                Line::Eof => return Ok(false),
+            }
+        }
+    }
+
+    /// Read the next command frame.
+    pub fn next_frame<T: Transport>(&mut self, t: &mut T) -> io::Result<Frame> {
+        let mut frame = Vec::new();
+        let mut literal_budget = self.limits.max_literal;
+        loop {
+            let line = match self.read_line(t, self.limits.max_line)? {
+                Line::Complete(l) => l,
+                Line::TooLong { head, tail } => {
+                    let first = if frame.is_empty() { head } else { frame };
+                    let tag = frame_tag(&first);
+                    if !self.skip_rest(t, tail)? {
+                        return Ok(Frame::Eof);
+                    }
+                    return Ok(Frame::LineTooLong { tag });
+                }
+                Line::Eof => return Ok(Frame::Eof),
+            };
+            if frame.is_empty() && line.is_empty() {
+                // Blank lines between commands are ignored, as telnet users send them.
+                continue;
+            }
+            frame.extend_from_slice(&line);
+            let Some((n, non_sync)) = literal_at_end(&line) else {
+                return Ok(Frame::Command(frame));
+            };
+            if n > literal_budget {
+                let tag = frame_tag(&frame);
+                if !self.skip_rest(t, line)? {
+                    return Ok(Frame::Eof);
+                }
+                return Ok(Frame::LiteralTooLarge { tag, size: n });
+            }
+            literal_budget -= n;
+            if !non_sync {
+                t.go_ahead()?;
+            }
+            frame.extend_from_slice(b"\r\n");
+            if !self.read_exact(t, n as usize, &mut frame)? {
+                return Ok(Frame::Eof);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds input in chunks of a given size and counts go-aheads.
+    struct Chunked {
+        data: Vec<u8>,
+        pos: usize,
+        chunk: usize,
+        go_aheads: usize,
+    }
+
+    impl Transport for Chunked {
+        fn fill(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+            let end = (self.pos + self.chunk).min(self.data.len());
+            buf.extend_from_slice(&self.data[self.pos..end]);
+            let n = end - self.pos;
+            self.pos = end;
+            Ok(n)
+        }
+        fn go_ahead(&mut self) -> io::Result<()> {
+            self.go_aheads += 1;
+            Ok(())
+        }
+    }
+
+    fn frames(input: &[u8], chunk: usize, limits: Limits) -> (Vec<Frame>, usize) {
+        let mut t = Chunked {
+            data: input.to_vec(),
+            pos: 0,
+            chunk,
+            go_aheads: 0,
+        };
+        let mut r = FrameReader::new(limits);
+        let mut out = Vec::new();
+        loop {
+            let f = r.next_frame(&mut t).unwrap();
+            if f == Frame::Eof {
+                break;
+            }
+            out.push(f);
+        }
+        (out, t.go_aheads)
+    }
+
+    #[test]
+    fn same_frames_for_any_chunking() {
+        let input = b"a NOOP\r\nb SET x {5}\r\nhello\r\nc SET y {3+}\r\nab\n\r\nd LOGOUT\n";
+        let (whole, ga) = frames(input, input.len(), Limits::default());
+        assert_eq!(ga, 1);
+        assert_eq!(
+            whole,
+            vec![
+                Frame::Command(b"a NOOP".to_vec()),
+                Frame::Command(b"b SET x {5}\r\nhello".to_vec()),
+                Frame::Command(b"c SET y {3+}\r\nab\n".to_vec()),
+                Frame::Command(b"d LOGOUT".to_vec()),
+            ]
+        );
+        for chunk in 1..input.len() {
+            assert_eq!(
+                frames(input, chunk, Limits::default()).0,
+                whole,
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_keep_the_stream_in_sync() {
+        let limits = Limits {
+            max_line: 20,
+            max_literal: 4,
+        };
+        let input = b"a SET x 0123456789012345678901234567890\r\nb SET x {10+}\r\nNOOP NOOP\r\n\r\nc SET x {10}\r\nd NOOP\r\n";
+        let (f, ga) = frames(input, 3, limits);
+        assert_eq!(ga, 0);
+        assert_eq!(
+            f,
+            vec![
+                Frame::LineTooLong {
+                    tag: Some("a".into())
+                },
+                Frame::LiteralTooLarge {
+                    tag: Some("b".into()),
+                    size: 10
+                },
+                Frame::LiteralTooLarge {
+                    tag: Some("c".into()),
+                    size: 10
+                },
+                Frame::Command(b"d NOOP".to_vec()),
+            ]
+        );
+    }
+}

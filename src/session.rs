@@ -1,0 +1,141 @@
+//! One client session: read a frame, parse it, check the session state, let
+//! the handlers act, write their typed responses. This is the only stage
+//! that sees the connection.
+
+use std::io;
+use std::time::Instant;
+
+use crate::config::{Settings, VERSION};
+use crate::connection::Connection;
+use crate::handlers::{Flow, Handler, Output};
+use crate::protocol::{Frame, FrameReader, ParseError, Response, Status, parse_command, writer};
+
+/// Where handlers put untagged data: encoded straight into the
+/// connection's output queue, sent when it grows or the command ends.
+struct ConnOutput<'a> {
+    conn: &'a mut Connection,
+    error: Option<io::Error>,
+}
+
+impl Output for ConnOutput<'_> {
+    fn send(&mut self, r: Response) {
+        if self.error.is_some() {
+            return;
+        }
+        let mut buf = Vec::new();
+        writer::encode(&r, &mut buf);
+        self.conn.queue(&buf);
+        if self.conn.queued() > 64 * 1024
+            && let Err(e) = self.conn.flush()
+        {
+            self.error = Some(e);
+        }
+    }
+}
+
+fn send(conn: &mut Connection, r: &Response) -> io::Result<()> {
+    let mut buf = Vec::new();
+    writer::encode(r, &mut buf);
+    conn.queue(&buf);
+    conn.flush()
+}
+
+/// Serve one client until it logs out, goes away, idles out or fails.
+pub fn serve(mut conn: Connection, settings: &Settings, peer: &str) {
+    let mut handler = Handler::new(settings, peer);
+    let greeting = Response::untagged(
+        Status::Ok,
+        format!("{} IMSP server imspd {} ready", settings.hostname, VERSION),
+    );
+    if send(&mut conn, &greeting).is_err() {
+        return;
+    }
+    let mut reader = FrameReader::new(settings.limits);
+    loop {
+        conn.set_read_deadline(Instant::now() + settings.idle_timeout);
+        let frame = match reader.next_frame(&mut conn) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                let mins = settings.idle_timeout.as_secs() / 60;
+                let text = if mins > 0 {
+                    format!("Idle for more than {mins} minutes, closing connection")
+                } else {
+                    format!(
+                        "Idle for more than {} seconds, closing connection",
+                        settings.idle_timeout.as_secs()
+                    )
+                };
+                let _ = send(&mut conn, &Response::bye(text));
+                crate::log_debug!("{peer}: idle timeout");
+                break;
+            }
+            Err(e) => {
+                crate::log_debug!("{peer}: read error: {e}");
+                break;
+            }
+        };
+        let flow = match frame {
+            Frame::Eof => break,
+            Frame::LineTooLong { tag } => refuse(
+                &mut conn,
+                tag,
+                format!(
+                    "Line too long (the limit is {} bytes)",
+                    settings.limits.max_line
+                ),
+            ),
+            Frame::LiteralTooLarge { tag, size } => refuse(
+                &mut conn,
+                tag,
+                format!(
+                    "Literal of {size} bytes is too large (the limit is {} bytes)",
+                    settings.limits.max_literal
+                ),
+            ),
+            Frame::Command(bytes) => command(&mut conn, &mut handler, &bytes),
+        };
+        if !flow {
+            break;
+        }
+    }
+    handler.end();
+}
+
+/// Answer a command that could not be read whole.
+fn refuse(conn: &mut Connection, tag: Option<String>, text: String) -> bool {
+    let r = match tag {
+        Some(tag) => Response::tagged(&tag, Status::Bad, text),
+        None => Response::untagged(Status::Bad, text),
+    };
+    send(conn, &r).is_ok()
+}
+
+/// Parse and run one command; false when the session is over.
+fn command(conn: &mut Connection, handler: &mut Handler, bytes: &[u8]) -> bool {
+    let (tag, cmd) = match parse_command(bytes) {
+        Ok(x) => x,
+        Err(ParseError::BadTag) => {
+            return send(conn, &Response::untagged(Status::Bad, "Invalid tag")).is_ok();
+        }
+        Err(ParseError::UnknownCommand { tag, name }) => {
+            let r = Response::tagged(&tag, Status::Bad, format!("command '{name}' unknown"));
+            return send(conn, &r).is_ok();
+        }
+        Err(ParseError::Syntax { tag, message }) => {
+            return send(conn, &Response::tagged(&tag, Status::Bad, message)).is_ok();
+        }
+    };
+    let mut out = ConnOutput { conn, error: None };
+    let done = handler.dispatch(cmd, &mut out);
+    if let Some(e) = out.error {
+        crate::log_debug!("write failed: {e}");
+        return false;
+    }
+    let r = Response::Tagged {
+        tag,
+        status: done.status,
+        code: done.code,
+        text: done.text,
+    };
+    send(conn, &r).is_ok() && done.flow == Flow::Continue
+}
