@@ -68,7 +68,17 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Cmd {}
+pub enum Cmd {
+    /// Set a user's password in the password file, read from the first line
+    /// of standard input (the file is made if it is missing).
+    Passwd {
+        /// The user name.
+        user: String,
+        /// Remove the user from the password file instead.
+        #[arg(long)]
+        delete: bool,
+    },
+}
 
 impl Cli {
     /// The addresses to bind, when given.

@@ -7,10 +7,13 @@
 
 pub mod log;
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod daemon;
 pub mod handlers;
+pub mod pattern;
 pub mod protocol;
 pub mod session;
+pub mod store;

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use imspd::cli::Cli;
+use imspd::cli::{Cli, Cmd};
 use imspd::config::Settings;
 use imspd::daemon;
 
@@ -51,13 +51,57 @@ fn prepare_dev(cli: &mut Cli) -> Result<(), String> {
         std::fs::create_dir_all(dir.join("user")).map_err(|e| format!("{}: {e}", dir.display()))?;
         std::fs::write(dir.join("options"), SAMPLE_OPTIONS)
             .map_err(|e| format!("{}: {e}", dir.display()))?;
-        eprintln!("imspd: made {} from etc/options.sample", dir.display());
+        let hash = imspd::auth::hash::make(b"test")?;
+        imspd::auth::file::set_hash(&dir.join("passwd"), "test", Some(&hash))?;
+        eprintln!(
+            "imspd: made {} from etc/options.sample, with user test (password test)",
+            dir.display()
+        );
     }
     Ok(())
 }
 
+/// `imspd passwd USER`: the password comes from the first line of stdin.
+fn passwd(cli: &Cli, user: &str, delete: bool) -> Result<(), String> {
+    imspd::store::names::check_user(user.as_bytes()).map_err(|e| e.to_string())?;
+    let store_options = cli.data_dir.join("options");
+    let mut store = imspd::store::Store::open(&cli.data_dir);
+    let global = if store_options.exists() {
+        Some(store.global_options().map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let auth = imspd::auth::Auth::new(&cli.data_dir);
+    let path = match &global {
+        Some(g) => auth.password_file(g),
+        None => cli.data_dir.join("passwd"),
+    };
+    if delete {
+        return imspd::auth::file::set_hash(&path, user, None);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the password: {e}"))?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err("empty password".into());
+    }
+    let hash = imspd::auth::hash::make(password.as_bytes())?;
+    imspd::auth::file::set_hash(&path, user, Some(&hash))
+}
+
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    if let Some(Cmd::Passwd { user, delete }) = &cli.command {
+        return match passwd(&cli, user, *delete) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("imspd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if cli.dev
         && let Err(e) = prepare_dev(&mut cli)
     {

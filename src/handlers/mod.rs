@@ -3,17 +3,25 @@
 //! never see the connection; they reach data only through the store.
 
 mod basic;
+mod locks;
+mod login;
+mod options;
 
+use std::collections::BTreeSet;
+
+use crate::auth::Auth;
 use crate::config::Settings;
 use crate::protocol::{Command, Response, Status};
+use crate::store::alock::Holder;
+use crate::store::options::OptionTable;
+use crate::store::{Store, StoreError};
 
 /// Where handlers send untagged responses.
 pub trait Output {
     fn send(&mut self, r: Response);
 }
 
-/// Collects responses in memory (tests, and handlers that must decide
-/// before anything is sent).
+/// Collects responses in memory.
 impl Output for Vec<Response> {
     fn send(&mut self, r: Response) {
         self.push(r);
@@ -71,13 +79,38 @@ impl Done {
     }
 }
 
+/// A store failure as the client sees it: what went wrong in words, with
+/// the details (paths, errno) left to the log.
+impl From<StoreError> for Done {
+    fn from(e: StoreError) -> Done {
+        match e {
+            StoreError::Invalid(m) => Done::no(m),
+            StoreError::OverQuota { usage_kb, quota_kb } => Done::no(format!(
+                "Over quota: the change would use more than {quota_kb} KB ({usage_kb} KB in use)"
+            )),
+            StoreError::Io { .. } => {
+                crate::log_error!("database error: {e}");
+                Done::no("Server database error; the change was not made")
+            }
+        }
+    }
+}
+
 /// The per-session state the handlers share.
 pub struct Handler<'a> {
-    #[allow(dead_code)] // the store, next, reads its data directory from here
     pub(crate) settings: &'a Settings,
+    /// The client's address, `ip:port`.
     pub(crate) peer: String,
-    /// The authenticated user, once logged in.
+    pub(crate) store: Store,
+    pub(crate) auth: Auth,
+    /// The logged-in user, whose namespace the session acts in.
     pub(crate) user: Option<String>,
+    /// The global options as of the current command.
+    pub(crate) global: Option<OptionTable>,
+    /// This session as a lock holder, once it has a user.
+    pub(crate) holder: Option<Holder>,
+    /// Users whose `alock` files hold locks of this session.
+    pub(crate) lock_owners: BTreeSet<String>,
 }
 
 impl<'a> Handler<'a> {
@@ -85,8 +118,49 @@ impl<'a> Handler<'a> {
         Handler {
             settings,
             peer: peer.to_string(),
+            store: Store::open(&settings.data_dir),
+            auth: Auth::new(&settings.data_dir),
             user: None,
+            global: None,
+            holder: None,
+            lock_owners: BTreeSet::new(),
         }
+    }
+
+    /// The client's host, without the port.
+    pub(crate) fn peer_host(&self) -> &str {
+        match self.peer.rsplit_once(':') {
+            Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+            None => &self.peer,
+        }
+    }
+
+    /// See edits of the global options file: every command starts from the
+    /// current file (re-parsed only when it changed on disk).
+    fn refresh(&mut self) -> Result<(), StoreError> {
+        let g = self.store.global_options()?;
+        crate::log::set_level(g.number("imsp.log.level").unwrap_or(2).clamp(0, 9) as u8);
+        self.store
+            .set_fsync(g.flag("imsp.db.fsync").unwrap_or(true));
+        self.global = Some(g);
+        Ok(())
+    }
+
+    pub(crate) fn global(&self) -> &OptionTable {
+        self.global.as_ref().expect("refreshed before each command")
+    }
+
+    /// Whether `user` is listed in the admin option `level`
+    /// (`imsp.admin.all`, `imsp.admin.bboards`, `imsp.admin.subs`).
+    pub(crate) fn listed_in(&self, level: &str, user: &str) -> bool {
+        self.global().list(level).iter().any(|u| u == user)
+    }
+
+    /// The logged-in user is a full administrator.
+    pub(crate) fn is_admin(&self) -> bool {
+        self.user
+            .as_deref()
+            .is_some_and(|u| self.listed_in("imsp.admin.all", u))
     }
 
     /// Run one command.
@@ -97,19 +171,32 @@ impl<'a> Handler<'a> {
                 cmd.name().to_uppercase()
             ));
         }
+        if let Err(e) = self.refresh() {
+            return e.into();
+        }
         match cmd {
             Command::Noop => Done::completed("noop"),
             Command::Capability => self.capability(out),
             Command::Logout => self.logout(out),
+            Command::Login { user, password } => self.login(&user, &password),
+            Command::Get { pattern } => self.get(&pattern, out),
+            Command::Set { option, value } => self.set(&option, Some(&value)),
+            Command::Unset { option } => self.set(&option, None),
+            Command::Lock(target) => self.lock(target, out),
+            Command::Unlock(target) => self.unlock(target),
             other => Done::no(format!(
-                "{} is not available on this server",
+                "{} is not available on this server yet",
                 other.name().to_uppercase()
             )),
         }
     }
 
-    /// The session is over, however it ended.
+    /// The session is over, however it ended: release its locks.
     pub fn end(&mut self) {
+        self.release_locks();
+        if let Some(u) = &self.user {
+            crate::log_login!("logout: {u} from {}", self.peer);
+        }
         crate::log_debug!("{}: session ended", self.peer);
     }
 }

@@ -1,0 +1,70 @@
+//! LOCK / UNLOCK: advisory locks of the `alock` files. Locks belong to the
+//! session and are released when it ends, however it ends.
+
+use super::{Done, Handler, Output};
+use crate::protocol::LockTarget;
+use crate::store::alock::Locked;
+
+impl Handler<'_> {
+    pub(super) fn lock(&mut self, target: LockTarget, out: &mut dyn Output) -> Done {
+        match target {
+            LockTarget::Option(name) => self.lock_option(&name, out),
+            LockTarget::AddressBook { .. } => Done::no("Address books are not available yet"),
+        }
+    }
+
+    pub(super) fn unlock(&mut self, target: LockTarget) -> Done {
+        match target {
+            LockTarget::Option(name) => self.unlock_option(&name),
+            LockTarget::AddressBook { .. } => Done::no("Address books are not available yet"),
+        }
+    }
+
+    fn lock_option(&mut self, raw: &str, out: &mut dyn Output) -> Done {
+        let name = match self.may_set(raw) {
+            Ok(t) if t.global => return Done::no("Global options cannot be locked"),
+            Ok(t) => t.name.to_string(),
+            Err(d) => return d,
+        };
+        let user = self.user.clone().expect("logged in");
+        let holder = self.holder.clone().expect("logged in");
+        match self.store.lock(&user, name.as_bytes(), &holder) {
+            Ok(Locked::Taken) => {
+                self.lock_owners.insert(user);
+                // The client's cached value must be current: send it.
+                if let Ok(mut all) = self.visible_options()
+                    && let Some(option) = all.remove(&name.to_ascii_lowercase())
+                {
+                    out.send(option.response());
+                }
+                Done::completed("lock")
+            }
+            Ok(Locked::HeldBy(who)) => {
+                Done::no(format!("option '{name}' already locked by {who}")).with_code("LOCKED")
+            }
+            Err(e) => e.into(),
+        }
+    }
+
+    fn unlock_option(&mut self, name: &str) -> Done {
+        let user = self.user.clone().expect("logged in");
+        let holder = self.holder.clone().expect("logged in");
+        match self.store.unlock(&user, name.as_bytes(), &holder) {
+            Ok(true) => Done::completed("unlock"),
+            Ok(false) => Done::no(format!("option '{name}' is not locked by this session")),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Release every lock this session holds.
+    pub(super) fn release_locks(&mut self) {
+        let Some(holder) = self.holder.clone() else {
+            return;
+        };
+        for owner in std::mem::take(&mut self.lock_owners) {
+            if let Err(e) = self.store.unlock_all(&owner, &holder) {
+                crate::log_error!("releasing locks of {}: {e}", holder.who);
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! GET, SET, UNSET: options, as the implementation notes define them.
+//!
+//! A user sees the global options (non-visible ones only if a full
+//! administrator, and then read-only) merged with their own, which shadow
+//! global read-write ones. Magic options are computed: `common.date`,
+//! `common.from`, `imsp.user.quota.usage` (in kilobytes).
+
+use std::collections::BTreeMap;
+
+use super::{Done, Handler, Output};
+use crate::pattern::Pattern;
+use crate::protocol::{Data, Response};
+use crate::store::options::OptKind;
+use crate::store::quota::{self, USAGE_OPTION};
+
+/// Options whose value the server computes.
+const MAGIC: [&str; 3] = ["common.date", "common.from", USAGE_OPTION];
+
+fn is_magic(name: &str) -> bool {
+    MAGIC.iter().any(|m| m.eq_ignore_ascii_case(name))
+}
+
+/// The longest option name accepted.
+const MAX_OPTION_NAME: usize = 255;
+
+/// What SET / UNSET names: scope and type from the `*` / `%` / `%%` prefixes.
+pub(super) struct Target<'n> {
+    pub name: &'n str,
+    pub global: bool,
+    pub kind: OptKind,
+}
+
+fn target(raw: &str) -> Target<'_> {
+    let (global, rest) = match raw.strip_prefix('*') {
+        Some(r) => (true, r),
+        None => (false, raw),
+    };
+    let (kind, name) = if let Some(r) = rest.strip_prefix("%%") {
+        (OptKind::NonVisible, r)
+    } else if let Some(r) = rest.strip_prefix('%') {
+        (OptKind::ReadOnly, r)
+    } else {
+        (OptKind::ReadWrite, rest)
+    };
+    Target { name, global, kind }
+}
+
+/// An RFC 822 date (as updated by RFC 1123), local time.
+pub fn rfc822_now() -> String {
+    // SAFETY: localtime_r/strftime with buffers we own.
+    unsafe {
+        let t = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&t, &mut tm);
+        let mut buf = [0u8; 64];
+        let fmt = c"%a, %d %b %Y %H:%M:%S %z";
+        let n = libc::strftime(buf.as_mut_ptr().cast(), buf.len(), fmt.as_ptr(), &tm);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+/// An option as one user sees it.
+#[derive(Debug, Clone)]
+pub(super) struct Visible {
+    pub name: String,
+    pub value: Vec<u8>,
+    pub read_write: bool,
+}
+
+impl Visible {
+    fn new(name: String, value: Vec<u8>, read_write: bool) -> Visible {
+        Visible {
+            name,
+            value,
+            read_write,
+        }
+    }
+
+    pub fn response(self) -> Response {
+        Response::Untagged(Data::Option {
+            name: self.name,
+            value: self.value,
+            read_write: self.read_write,
+        })
+    }
+}
+
+impl Handler<'_> {
+    fn user_name(&self) -> &str {
+        self.user.as_deref().expect("logged in")
+    }
+
+    /// The effective options the user sees, by lower-case name.
+    pub(super) fn visible_options(&mut self) -> Result<BTreeMap<String, Visible>, Done> {
+        let admin = self.is_admin();
+        let user = self.user_name().to_string();
+        let mine = self.store.user_options(&user)?;
+        let mut all = BTreeMap::new();
+        for e in self.global().iter() {
+            let rw = match e.kind {
+                OptKind::NonVisible if !admin => continue,
+                OptKind::ReadWrite => true,
+                _ => false,
+            };
+            all.insert(
+                e.name.to_ascii_lowercase(),
+                Visible::new(e.name, e.value, rw),
+            );
+        }
+        for e in mine.iter() {
+            let key = e.name.to_ascii_lowercase();
+            let global_locked = self
+                .global()
+                .get(&e.name)
+                .is_some_and(|g| g.kind != OptKind::ReadWrite);
+            let rw = match e.kind {
+                OptKind::ReadWrite if global_locked => continue,
+                OptKind::ReadWrite => true,
+                OptKind::NonVisible if !admin => continue,
+                _ => false,
+            };
+            all.insert(key, Visible::new(e.name, e.value, rw));
+        }
+        // Magic options.
+        let set_magic = |all: &mut BTreeMap<String, Visible>, name: &str, value: Vec<u8>| {
+            let e = all
+                .entry(name.to_string())
+                .or_insert_with(|| Visible::new(name.to_string(), Vec::new(), false));
+            if e.value.is_empty() || name == USAGE_OPTION {
+                e.value = value;
+            }
+            e.read_write = false;
+        };
+        set_magic(&mut all, "common.date", rfc822_now().into_bytes());
+        let domain = self
+            .global()
+            .value("common.domain")
+            .map(|d| String::from_utf8_lossy(&d).into_owned())
+            .unwrap_or_else(|| self.settings.hostname.clone());
+        set_magic(
+            &mut all,
+            "common.from",
+            format!("{user}@{domain}").into_bytes(),
+        );
+        let usage = match mine.number(USAGE_OPTION) {
+            Some(n) => n.max(0) as u64,
+            None => quota::recompute(&mut self.store, &user)?,
+        };
+        set_magic(
+            &mut all,
+            USAGE_OPTION,
+            (usage / 1024).to_string().into_bytes(),
+        );
+        Ok(all)
+    }
+
+    pub(super) fn get(&mut self, pattern: &[u8], out: &mut dyn Output) -> Done {
+        let pat = Pattern::new(pattern, true);
+        let all = match self.visible_options() {
+            Ok(a) => a,
+            Err(d) => return d,
+        };
+        for (key, option) in all {
+            if pat.matches(key.as_bytes()) {
+                out.send(option.response());
+            }
+        }
+        Done::completed("get")
+    }
+
+    /// The user's quota in kilobytes: their own read-only setting (made by
+    /// an administrator) or the global one.
+    pub(super) fn quota_kb(&mut self) -> Result<u64, Done> {
+        let user = self.user_name().to_string();
+        let mine = self.store.user_options(&user)?;
+        let q = mine
+            .get("imsp.user.quota")
+            .filter(|e| e.kind != OptKind::ReadWrite)
+            .and_then(|_| mine.number("imsp.user.quota"))
+            .or_else(|| self.global().number("imsp.user.quota"))
+            .unwrap_or(0);
+        Ok(q.max(0) as u64)
+    }
+
+    /// May the user change `raw` (SET, UNSET, LOCK OPTION)? Returns the
+    /// plain option name.
+    pub(super) fn may_set<'n>(&mut self, raw: &'n str) -> Result<Target<'n>, Done> {
+        let t = target(raw);
+        if t.name.is_empty() || t.name.len() > MAX_OPTION_NAME || t.name.contains(['*', '%']) {
+            return Err(Done::bad(format!("Invalid option name '{raw}'")));
+        }
+        let admin = self.is_admin();
+        if (t.global || t.kind != OptKind::ReadWrite) && !admin {
+            return Err(Done::no(format!(
+                "Permission denied: only an administrator may set '{raw}'"
+            )));
+        }
+        if is_magic(t.name) {
+            return Err(Done::no(format!("option '{}' is read-only", t.name)));
+        }
+        let user = self.user_name().to_string();
+        let existing = if t.global {
+            self.global().get(t.name)
+        } else {
+            let mine = self.store.user_options(&user)?;
+            mine.get(t.name)
+                .filter(|e| e.kind != OptKind::ReadWrite)
+                .or_else(|| self.global().get(t.name))
+        };
+        if let Some(e) = existing
+            && e.kind != OptKind::ReadWrite
+            && t.kind == OptKind::ReadWrite
+        {
+            return Err(Done::no(format!("option '{}' is read-only", t.name)));
+        }
+        Ok(t)
+    }
+
+    pub(super) fn set(&mut self, raw: &str, value: Option<&[u8]>) -> Done {
+        let verb = if value.is_some() { "set" } else { "unset" };
+        let t = match self.may_set(raw) {
+            Ok(t) => t,
+            Err(d) => return d,
+        };
+        let result = if t.global {
+            crate::log_admin!(
+                "{} {verb} global option {} from {}",
+                self.user_name(),
+                t.name,
+                self.peer
+            );
+            self.store.write_global_option(t.name, t.kind, value)
+        } else {
+            let quota = match self.quota_kb() {
+                Ok(q) => q,
+                Err(d) => return d,
+            };
+            let user = self.user_name().to_string();
+            self.store
+                .write_user_option(&user, t.name, t.kind, value, quota)
+        };
+        match result {
+            Ok(w) if value.is_none() && !w.existed => {
+                Done::no(format!("option '{}' is not set", t.name))
+            }
+            Ok(_) => Done::completed(verb),
+            Err(e) => e.into(),
+        }
+    }
+}

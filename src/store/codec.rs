@@ -1,0 +1,104 @@
+//! The line format of every database file, as cyrus-imspd 1.8 writes it:
+//! one record a line, `key SP value LF`. The key is escaped (`\n` for a
+//! newline, `\s` for a space, `\\` for a backslash) so that it holds no
+//! space; the value is the rest of the line, escaped the same way except
+//! that spaces stay as they are.
+
+/// Escape a key: newline, space and backslash.
+pub fn escape_key(raw: &[u8], out: &mut Vec<u8>) {
+    for &b in raw {
+        match b {
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b' ' => out.extend_from_slice(b"\\s"),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Escape a value: newline and backslash (spaces are kept).
+pub fn escape_value(raw: &[u8], out: &mut Vec<u8>) {
+    for &b in raw {
+        match b {
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Undo either escaping. An unknown escape keeps the character after the
+/// backslash; a trailing lone backslash is kept.
+pub fn unescape(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\' && i + 1 < s.len() {
+            out.push(match s[i + 1] {
+                b'n' => b'\n',
+                b's' => b' ',
+                other => other,
+            });
+            i += 2;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Split one line (without its LF) into its unescaped key and value.
+/// `None` for a line that is no record (no space after the key, empty key).
+pub fn parse_line(line: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let sp = line.iter().position(|&b| b == b' ')?;
+    if sp == 0 {
+        return None;
+    }
+    Some((unescape(&line[..sp]), unescape(&line[sp + 1..])))
+}
+
+/// Append one record, LF included.
+pub fn put_record(key: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    escape_key(key, out);
+    out.push(b' ');
+    escape_value(value, out);
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"fred.test", b"W hello world"),
+            (b"Barney Rubble\"email", b"barney@bedrock"),
+            (b"a\\b\nc", b"line1\nline2 \\ end"),
+            (b"x", b""),
+            ("Zoë".as_bytes(), "ünï\r\ncode".as_bytes()),
+        ];
+        for (k, v) in cases {
+            let mut line = Vec::new();
+            put_record(k, v, &mut line);
+            assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+            let (k2, v2) = parse_line(&line[..line.len() - 1]).unwrap();
+            assert_eq!((&k2[..], &v2[..]), (*k, *v));
+        }
+    }
+
+    #[test]
+    fn reads_1_8_lines() {
+        assert_eq!(
+            parse_line(b"Barney\\sRubble\"email barney@bedrock"),
+            Some((b"Barney Rubble\"email".to_vec(), b"barney@bedrock".to_vec()))
+        );
+        assert_eq!(
+            parse_line(b"Barney\\sRubble\" "),
+            Some((b"Barney Rubble\"".to_vec(), b"".to_vec()))
+        );
+        assert_eq!(parse_line(b"nospace"), None);
+        assert_eq!(parse_line(b" leading"), None);
+    }
+}

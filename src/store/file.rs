@@ -1,0 +1,452 @@
+//! One database file: a sorted list of records, guarded by its lock file
+//! (the same name plus `.`), read through a cache that is reused while the
+//! file is unchanged, and rewritten atomically (temp file, fsync, rename,
+//! fsync of the directory) under the exclusive lock.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fs2::FileExt;
+
+use super::StoreError;
+use super::codec;
+
+/// How a file's keys are ordered and compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Octet by octet (case-sensitive).
+    Bytes,
+    /// ASCII case folded: `Foo` and `foo` are the same key.
+    CaseInsensitive,
+}
+
+impl Order {
+    pub fn cmp(self, a: &[u8], b: &[u8]) -> Ordering {
+        match self {
+            Order::Bytes => a.cmp(b),
+            Order::CaseInsensitive => a
+                .iter()
+                .map(u8::to_ascii_lowercase)
+                .cmp(b.iter().map(u8::to_ascii_lowercase)),
+        }
+    }
+}
+
+/// The records of one file, kept sorted.
+#[derive(Debug, Clone)]
+pub struct Records {
+    order: Order,
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Records {
+    pub fn new(order: Order) -> Records {
+        Records {
+            order,
+            entries: Vec::new(),
+        }
+    }
+
+    fn find(&self, key: &[u8]) -> Result<usize, usize> {
+        self.entries
+            .binary_search_by(|(k, _)| self.order.cmp(k, key))
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.find(key).ok().map(|i| &self.entries[i].1[..])
+    }
+
+    /// The stored key that compares equal to `key` (its case on disk).
+    pub fn key_of(&self, key: &[u8]) -> Option<&[u8]> {
+        self.find(key).ok().map(|i| &self.entries[i].0[..])
+    }
+
+    /// Insert or replace; returns the old value.
+    pub fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) -> Option<Vec<u8>> {
+        match self.find(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            Err(i) => {
+                self.entries.insert(i, (key, value));
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        self.find(key).ok().map(|i| self.entries.remove(i).1)
+    }
+
+    /// Remove every record for which `keep` is false; returns how many.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|(k, v)| keep(k, v));
+        before - self.entries.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.entries.iter().map(|(k, v)| (&k[..], &v[..]))
+    }
+
+    /// The records whose key starts with `prefix` (compared in the file's
+    /// order), in order.
+    pub fn with_prefix<'a>(
+        &'a self,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        let start = self
+            .entries
+            .partition_point(|(k, _)| self.order.cmp(k, prefix) == Ordering::Less);
+        self.entries[start..]
+            .iter()
+            .take_while(move |(k, _)| {
+                k.len() >= prefix.len()
+                    && self.order.cmp(&k[..prefix.len()], prefix) == Ordering::Equal
+            })
+            .map(|(k, v)| (&k[..], &v[..]))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.entries.len() * 32);
+        for (k, v) in &self.entries {
+            codec::put_record(k, v, &mut out);
+        }
+        out
+    }
+
+    /// Parse a file's bytes. Damaged lines are skipped and reported by
+    /// their line numbers; records out of order are put in order.
+    pub fn parse(order: Order, bytes: &[u8]) -> (Records, Vec<usize>) {
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut damaged = Vec::new();
+        let mut sorted = true;
+        for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            match codec::parse_line(line) {
+                Some((k, v)) => {
+                    if let Some((prev, _)) = entries.last()
+                        && order.cmp(prev, &k) != Ordering::Less
+                    {
+                        sorted = false;
+                    }
+                    entries.push((k, v));
+                }
+                None => damaged.push(n + 1),
+            }
+        }
+        if !sorted {
+            entries.sort_by(|a, b| order.cmp(&a.0, &b.0));
+            // Duplicate keys: the last one in the file wins.
+            entries.reverse();
+            entries.dedup_by(|a, b| order.cmp(&a.0, &b.0) == Ordering::Equal);
+            entries.reverse();
+        }
+        (Records { order, entries }, damaged)
+    }
+}
+
+/// What identifies one version of a file on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Stamp {
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        }
+    }
+}
+
+/// The lock file that guards `path`: the same name with `.` appended.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".");
+    PathBuf::from(p)
+}
+
+/// An open lock file, held until dropped.
+pub struct Lock(File);
+
+impl Lock {
+    /// Lock the file that guards `path`, shared or exclusive.
+    pub fn take(path: &Path, exclusive: bool) -> Result<Lock, StoreError> {
+        let lp = lock_path(path);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lp)
+            .map_err(|e| StoreError::io(&lp, e))?;
+        if exclusive {
+            f.lock_exclusive()
+        } else {
+            f.lock_shared()
+        }
+        .map_err(|e| StoreError::io(&lp, e))?;
+        Ok(Lock(f))
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = FileExt::unlock(&self.0);
+    }
+}
+
+/// This process's view of the database files: the parsed-file cache and
+/// whether writes are fsynced.
+pub struct Files {
+    cache: HashMap<PathBuf, (Option<Stamp>, Arc<Records>)>,
+    pub fsync: bool,
+}
+
+impl Default for Files {
+    fn default() -> Self {
+        Files {
+            cache: HashMap::new(),
+            fsync: true,
+        }
+    }
+}
+
+fn stat(path: &Path) -> Result<Option<fs::Metadata>, StoreError> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io(path, e)),
+    }
+}
+
+impl Files {
+    /// The records of `path` (empty when the file does not exist), from the
+    /// cache when the file has not changed since it was parsed.
+    pub fn read(&mut self, path: &Path, order: Order) -> Result<Arc<Records>, StoreError> {
+        let now = stat(path)?.map(|m| Stamp::of(&m));
+        if let Some((stamp, recs)) = self.cache.get(path)
+            && *stamp == now
+            && recs.order == order
+        {
+            return Ok(recs.clone());
+        }
+        if now.is_none() {
+            let recs = Arc::new(Records::new(order));
+            self.cache.insert(path.to_path_buf(), (None, recs.clone()));
+            return Ok(recs);
+        }
+        let _lock = Lock::take(path, false)?;
+        self.load(path, order)
+    }
+
+    /// Read and parse `path` (the caller holds its lock).
+    fn load(&mut self, path: &Path, order: Order) -> Result<Arc<Records>, StoreError> {
+        let (stamp, bytes) = match File::open(path) {
+            Ok(mut f) => {
+                let m = f.metadata().map_err(|e| StoreError::io(path, e))?;
+                let stamp = Stamp::of(&m);
+                if let Some((s, recs)) = self.cache.get(path)
+                    && *s == Some(stamp)
+                    && recs.order == order
+                {
+                    return Ok(recs.clone());
+                }
+                let mut bytes = Vec::with_capacity(m.len() as usize);
+                f.read_to_end(&mut bytes)
+                    .map_err(|e| StoreError::io(path, e))?;
+                (Some(stamp), bytes)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (None, Vec::new()),
+            Err(e) => return Err(StoreError::io(path, e)),
+        };
+        let (recs, damaged) = Records::parse(order, &bytes);
+        for n in damaged {
+            crate::log_warn!("{}: line {n} is damaged; skipped", path.display());
+        }
+        let recs = Arc::new(recs);
+        self.cache.insert(path.to_path_buf(), (stamp, recs.clone()));
+        Ok(recs)
+    }
+
+    /// Read-modify-write `path` under its exclusive lock. `change` returns
+    /// `Ok((result, true))` to have the new records written; nothing is
+    /// written when it returns an error or `false`. On success the new
+    /// content is on disk (fsynced, unless fsync is off) before this returns.
+    pub fn update<T, E: From<StoreError>>(
+        &mut self,
+        path: &Path,
+        order: Order,
+        change: impl FnOnce(&mut Records) -> Result<(T, bool), E>,
+    ) -> Result<T, E> {
+        let _lock = Lock::take(path, true)?;
+        let current = self.load(path, order)?;
+        self.cache.remove(path);
+        let mut recs = Arc::try_unwrap(current).unwrap_or_else(|a| (*a).clone());
+        let (result, write) = change(&mut recs)?;
+        if write {
+            let stamp = self.write(path, &recs)?;
+            self.cache
+                .insert(path.to_path_buf(), (Some(stamp), Arc::new(recs)));
+        }
+        Ok(result)
+    }
+
+    /// Replace `path` with `recs`, atomically.
+    fn write(&self, path: &Path, recs: &Records) -> Result<Stamp, StoreError> {
+        let m = write_atomic(path, &recs.encode(), self.fsync)?;
+        Ok(Stamp::of(&m))
+    }
+
+    /// Remove `path` (and its lock file) under its exclusive lock.
+    pub fn remove(&mut self, path: &Path) -> Result<(), StoreError> {
+        {
+            let _lock = Lock::take(path, true)?;
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(path, e)),
+            }
+            self.cache.remove(path);
+        }
+        let _ = fs::remove_file(lock_path(path));
+        if self.fsync {
+            sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+        }
+        Ok(())
+    }
+
+    /// Rename `from` to `to` (both under their exclusive locks).
+    pub fn rename(&mut self, from: &Path, to: &Path) -> Result<(), StoreError> {
+        {
+            let _a = Lock::take(from, true)?;
+            let _b = Lock::take(to, true)?;
+            match fs::rename(from, to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(from, e)),
+            }
+            self.cache.remove(from);
+            self.cache.remove(to);
+        }
+        let _ = fs::remove_file(lock_path(from));
+        if self.fsync {
+            sync_dir(to.parent().unwrap_or(Path::new(".")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Replace `path` with `bytes`: a temp file in the same directory (mode
+/// 0600), fsynced, renamed over `path`, and the directory fsynced; with
+/// `fsync` off only the rename is kept. The caller holds the lock.
+pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<fs::Metadata, StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp.")
+        .tempfile_in(dir)
+        .map_err(|e| StoreError::io(dir, e))?;
+    tmp.write_all(bytes)
+        .map_err(|e| StoreError::io(tmp.path(), e))?;
+    if fsync {
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| StoreError::io(tmp.path(), e))?;
+    }
+    let file = tmp
+        .persist(path)
+        .map_err(|e| StoreError::io(path, e.error))?;
+    if fsync {
+        sync_dir(dir)?;
+    }
+    file.metadata().map_err(|e| StoreError::io(path, e))
+}
+
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_writes_atomically_and_cache_follows_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("options");
+        let mut files = Files::default();
+        assert!(files.read(&p, Order::CaseInsensitive).unwrap().is_empty());
+        files
+            .update::<_, StoreError>(&p, Order::CaseInsensitive, |r| {
+                r.insert(b"b.opt".to_vec(), b"W two".to_vec());
+                r.insert(b"A.opt".to_vec(), b"W one".to_vec());
+                Ok(((), true))
+            })
+            .unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"A.opt W one\nb.opt W two\n");
+        assert!(lock_path(&p).exists());
+        // An edit by hand is seen on the next read.
+        fs::write(&p, b"a.opt W edited\n").unwrap();
+        let r = files.read(&p, Order::CaseInsensitive).unwrap();
+        assert_eq!(r.get(b"A.OPT"), Some(&b"W edited"[..]));
+        // An error in the change writes nothing.
+        let e = files.update::<(), StoreError>(&p, Order::CaseInsensitive, |r| {
+            r.insert(b"z".to_vec(), b"W z".to_vec());
+            Err(StoreError::Invalid("no".into()))
+        });
+        assert!(e.is_err());
+        assert_eq!(fs::read(&p).unwrap(), b"a.opt W edited\n");
+    }
+
+    #[test]
+    fn damaged_lines_are_skipped_and_order_restored() {
+        let (r, bad) = Records::parse(Order::Bytes, b"b 2\ngarbage\na 1\n\nb 3\n");
+        assert_eq!(bad, vec![2]);
+        let all: Vec<_> = r.iter().collect();
+        assert_eq!(all, vec![(&b"a"[..], &b"1"[..]), (&b"b"[..], &b"3"[..])]);
+    }
+
+    #[test]
+    fn prefix_ranges() {
+        let (r, _) = Records::parse(
+            Order::CaseInsensitive,
+            b"Barney\\sRubble\" \nBarney\\sRubble\"email b@b\nbetty\" \nbetty\"email x\n",
+        );
+        let keys: Vec<_> = r
+            .with_prefix(b"barney rubble\"")
+            .map(|(k, _)| k.to_vec())
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                b"Barney Rubble\"".to_vec(),
+                b"Barney Rubble\"email".to_vec()
+            ]
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! The flat-file database under the data directory, in cyrus-imspd 1.8's
+//! layout and formats. Knows nothing of the protocol.
+//!
+//! ```text
+//! options  abooks  mailboxes  changed          global files
+//! user/NAME/{options,subs,abooks,abook.BOOK,alock}
+//! ```
+//! Every file is guarded by its lock file (`NAME.`); see [`file`].
+
+pub mod alock;
+pub mod codec;
+pub mod file;
+pub mod names;
+pub mod options;
+pub mod quota;
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+pub use file::{Files, Order, Records};
+pub use options::{OptKind, OptionEntry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("over quota: {usage_kb} KB used of {quota_kb} KB")]
+    OverQuota { usage_kb: u64, quota_kb: u64 },
+}
+
+impl StoreError {
+    pub fn io(path: &Path, source: io::Error) -> StoreError {
+        StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// The database of one data directory, as seen by one process.
+pub struct Store {
+    root: PathBuf,
+    pub files: Files,
+}
+
+impl Store {
+    pub fn open(root: &Path) -> Store {
+        Store {
+            root: root.to_path_buf(),
+            files: Files::default(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether writes are fsynced (the `imsp.db.fsync` option).
+    pub fn set_fsync(&mut self, on: bool) {
+        self.files.fsync = on;
+    }
+
+    /// A global file (`options`, `abooks`, `mailboxes`, `changed`).
+    pub fn global_path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// `user/NAME`, for a name already checked by [`names::check_user`].
+    pub fn user_dir(&self, user: &str) -> PathBuf {
+        self.root.join("user").join(user)
+    }
+
+    pub fn user_path(&self, user: &str, file: &str) -> PathBuf {
+        self.user_dir(user).join(file)
+    }
+
+    pub fn user_exists(&self, user: &str) -> bool {
+        self.user_dir(user).is_dir()
+    }
+
+    /// Make `user/NAME` (mode 0700).
+    pub fn create_user(&self, user: &str) -> Result<(), StoreError> {
+        let dir = self.user_dir(user);
+        match fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+        {
+            Ok(()) => {}
+            Err(e) => return Err(StoreError::io(&dir, e)),
+        }
+        if self.files.fsync {
+            file::sync_dir(dir.parent().unwrap_or(&self.root))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! Option files: the global `options` and each user's `user/NAME/options`.
+//! One line an option: `NAME TYPE VALUE`, TYPE being `N` (non-visible),
+//! `R` (read-only) or `W` (read-write). Names are case-insensitive; the file
+//! is sorted that way.
+
+use std::sync::Arc;
+
+use super::file::{Order, Records};
+use super::quota;
+use super::{Store, StoreError};
+
+pub const ORDER: Order = Order::CaseInsensitive;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptKind {
+    NonVisible,
+    ReadOnly,
+    ReadWrite,
+}
+
+impl OptKind {
+    pub fn letter(self) -> u8 {
+        match self {
+            OptKind::NonVisible => b'N',
+            OptKind::ReadOnly => b'R',
+            OptKind::ReadWrite => b'W',
+        }
+    }
+
+    pub fn from_letter(b: u8) -> Option<OptKind> {
+        match b {
+            b'N' | b'n' => Some(OptKind::NonVisible),
+            b'R' | b'r' => Some(OptKind::ReadOnly),
+            b'W' | b'w' => Some(OptKind::ReadWrite),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionEntry {
+    /// The name as stored.
+    pub name: String,
+    pub kind: OptKind,
+    pub value: Vec<u8>,
+}
+
+/// Split a stored value `T value` (a lone `T` is an empty value).
+fn decode(name: &[u8], raw: &[u8]) -> Option<OptionEntry> {
+    let kind = OptKind::from_letter(*raw.first()?)?;
+    let value = match raw.get(1) {
+        None => Vec::new(),
+        Some(b' ') => raw[2..].to_vec(),
+        Some(_) => return None,
+    };
+    Some(OptionEntry {
+        name: String::from_utf8_lossy(name).into_owned(),
+        kind,
+        value,
+    })
+}
+
+fn encode(kind: OptKind, value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(value.len() + 2);
+    v.push(kind.letter());
+    v.push(b' ');
+    v.extend_from_slice(value);
+    v
+}
+
+/// A parsed option file.
+#[derive(Clone)]
+pub struct OptionTable(Arc<Records>);
+
+impl OptionTable {
+    pub fn get(&self, name: &str) -> Option<OptionEntry> {
+        let key = self.0.key_of(name.as_bytes())?;
+        decode(key, self.0.get(key)?)
+    }
+
+    /// The value of `name`, whatever its type.
+    pub fn value(&self, name: &str) -> Option<Vec<u8>> {
+        self.get(name).map(|e| e.value)
+    }
+
+    /// Every well-formed option, in file order.
+    pub fn iter(&self) -> impl Iterator<Item = OptionEntry> + '_ {
+        self.0.iter().filter_map(|(k, v)| decode(k, v))
+    }
+
+    /// A boolean option: on when its value is `+` (or `1`, `yes`, `on`).
+    pub fn flag(&self, name: &str) -> Option<bool> {
+        let v = self.value(name)?;
+        let v = String::from_utf8_lossy(&v).trim().to_ascii_lowercase();
+        Some(matches!(v.as_str(), "+" | "1" | "yes" | "on" | "true"))
+    }
+
+    /// An integer option.
+    pub fn number(&self, name: &str) -> Option<i64> {
+        String::from_utf8_lossy(&self.value(name)?)
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// A list option `(a b c)`; a bare word is a list of one.
+    pub fn list(&self, name: &str) -> Vec<String> {
+        self.value(name).map(|v| parse_list(&v)).unwrap_or_default()
+    }
+}
+
+/// Items of a list option: `(a b "c d")`.
+pub fn parse_list(v: &[u8]) -> Vec<String> {
+    let s = String::from_utf8_lossy(v);
+    let s = s.trim();
+    let s = s.strip_prefix('(').unwrap_or(s);
+    let s = s.strip_suffix(')').unwrap_or(s);
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The option existed before.
+    pub existed: bool,
+}
+
+impl Store {
+    pub fn global_options(&mut self) -> Result<OptionTable, StoreError> {
+        let p = self.global_path("options");
+        Ok(OptionTable(self.files.read(&p, ORDER)?))
+    }
+
+    pub fn user_options(&mut self, user: &str) -> Result<OptionTable, StoreError> {
+        let p = self.user_path(user, "options");
+        Ok(OptionTable(self.files.read(&p, ORDER)?))
+    }
+
+    /// Set (`Some`) or remove (`None`) an option in a user's file, keeping
+    /// `imsp.user.quota.usage` up to date in the same write. A change that
+    /// would take the usage over `quota_kb` (0: no limit) is refused and
+    /// nothing is written.
+    pub fn write_user_option(
+        &mut self,
+        user: &str,
+        name: &str,
+        kind: OptKind,
+        value: Option<&[u8]>,
+        quota_kb: u64,
+    ) -> Result<Written, StoreError> {
+        let books = quota::books_usage(self, user)?;
+        let p = self.user_path(user, "options");
+        self.files.update(&p, ORDER, |recs| {
+            let old = recs
+                .key_of(name.as_bytes())
+                .and_then(|k| decode(k, recs.get(k)?));
+            let existed = old.is_some();
+            if value.is_none() && !existed {
+                return Ok((Written { existed }, false));
+            }
+            let cost = |e: Option<(OptKind, &[u8])>| match e {
+                Some((OptKind::ReadWrite, v)) => quota::option_cost(name, v),
+                _ => 0,
+            };
+            let before =
+                quota::stored_usage(recs).unwrap_or_else(|| quota::options_usage(recs) + books);
+            let after = before - cost(old.as_ref().map(|o| (o.kind, &o.value[..])))
+                + cost(value.map(|v| (kind, v)));
+            if after > before {
+                quota::check(after, quota_kb)?;
+            }
+            match value {
+                Some(v) => {
+                    recs.insert(name.as_bytes().to_vec(), encode(kind, v));
+                }
+                None => {
+                    recs.remove(name.as_bytes());
+                }
+            }
+            quota::store_usage(recs, after);
+            Ok((Written { existed }, true))
+        })
+    }
+
+    /// Set or remove a global option (administrators).
+    pub fn write_global_option(
+        &mut self,
+        name: &str,
+        kind: OptKind,
+        value: Option<&[u8]>,
+    ) -> Result<Written, StoreError> {
+        let p = self.global_path("options");
+        self.files.update(&p, ORDER, |recs| {
+            let existed = recs.get(name.as_bytes()).is_some();
+            match value {
+                Some(v) => {
+                    recs.insert(name.as_bytes().to_vec(), encode(kind, v));
+                }
+                None if existed => {
+                    recs.remove(name.as_bytes());
+                }
+                None => return Ok((Written { existed }, false)),
+            }
+            Ok((Written { existed }, true))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists() {
+        assert_eq!(parse_list(b"(root admin)"), vec!["root", "admin"]);
+        assert_eq!(parse_list(b"()"), Vec::<String>::new());
+        assert_eq!(parse_list(b"single"), vec!["single"]);
+        assert_eq!(parse_list(b"(a \"b c\" d)"), vec!["a", "b c", "d"]);
+    }
+
+    #[test]
+    fn decodes_types() {
+        let e = decode(b"common.date", b"R ").unwrap();
+        assert_eq!((e.kind, e.value), (OptKind::ReadOnly, vec![]));
+        let e = decode(b"x", b"W hello world").unwrap();
+        assert_eq!(
+            (e.kind, e.value),
+            (OptKind::ReadWrite, b"hello world".to_vec())
+        );
+        assert!(decode(b"x", b"Qhello").is_none());
+        assert!(decode(b"x", b"").is_none());
+        assert_eq!(decode(b"x", b"N").unwrap().value, b"");
+    }
+}

@@ -1,0 +1,94 @@
+//! Quota accounting, as the implementation notes define it: a user's usage
+//! is the length of the names and values of their read-write options plus
+//! the length of the field names and values of every entry of every one of
+//! their address books, in bytes, kept in the read-only user option
+//! `imsp.user.quota.usage`. `imsp.user.quota` is the limit in kilobytes
+//! (0: none); a change may not take `usage / 1024` over it.
+
+use std::fs;
+
+use super::file::{Order, Records};
+use super::options::{ORDER as OPTION_ORDER, OptKind};
+use super::{Store, StoreError};
+
+pub const USAGE_OPTION: &str = "imsp.user.quota.usage";
+
+pub fn option_cost(name: &str, value: &[u8]) -> u64 {
+    (name.len() + value.len()) as u64
+}
+
+/// The cost of one address book record `entry"field value`.
+pub fn field_cost(key: &[u8], value: &[u8]) -> u64 {
+    let field = key
+        .iter()
+        .position(|&b| b == b'"')
+        .map(|i| &key[i + 1..])
+        .unwrap_or(b"");
+    (field.len() + value.len()) as u64
+}
+
+/// The usage recorded in a user's option records.
+pub fn stored_usage(recs: &Records) -> Option<u64> {
+    let v = recs.get(USAGE_OPTION.as_bytes())?;
+    std::str::from_utf8(v.strip_prefix(b"R ")?)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub fn store_usage(recs: &mut Records, usage: u64) {
+    let key = recs
+        .key_of(USAGE_OPTION.as_bytes())
+        .map(<[u8]>::to_vec)
+        .unwrap_or_else(|| USAGE_OPTION.as_bytes().to_vec());
+    recs.insert(key, format!("R {usage}").into_bytes());
+}
+
+/// The usage of the read-write options in a user's option records.
+pub fn options_usage(recs: &Records) -> u64 {
+    recs.iter()
+        .filter(|(_, v)| {
+            v.first().copied().and_then(OptKind::from_letter) == Some(OptKind::ReadWrite)
+        })
+        .map(|(k, v)| (k.len() + v.len().saturating_sub(2)) as u64)
+        .sum()
+}
+
+/// The usage of all of a user's address books (`abook.*` files).
+pub fn books_usage(store: &mut Store, user: &str) -> Result<u64, StoreError> {
+    let dir = store.user_dir(user);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(StoreError::io(&dir, e)),
+    };
+    let mut total = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("abook.") && !name.ends_with('.') {
+            let recs = store.files.read(&e.path(), Order::CaseInsensitive)?;
+            total += recs.iter().map(|(k, v)| field_cost(k, v)).sum::<u64>();
+        }
+    }
+    Ok(total)
+}
+
+/// The whole usage of a user, from the files.
+pub fn recompute(store: &mut Store, user: &str) -> Result<u64, StoreError> {
+    let p = store.user_path(user, "options");
+    let recs = store.files.read(&p, OPTION_ORDER)?;
+    Ok(options_usage(&recs) + books_usage(store, user)?)
+}
+
+/// Refuse a usage over the quota.
+pub fn check(usage: u64, quota_kb: u64) -> Result<(), StoreError> {
+    if quota_kb > 0 && usage / 1024 > quota_kb {
+        return Err(StoreError::OverQuota {
+            usage_kb: usage / 1024,
+            quota_kb,
+        });
+    }
+    Ok(())
+}
