@@ -43,6 +43,8 @@ impl Handler<'_> {
         crate::log_login!("login: {user} from {}", self.peer);
         self.holder = Some(Holder::this_process(format!("{user}@{}", self.peer_host())));
         let text = format!("User `{user}' Logged in");
+        self.login_user = Some(user.clone());
+        self.password = Some(password.to_vec());
         self.user = Some(user);
         Done::ok(text)
     }

@@ -105,6 +105,11 @@ pub struct Handler<'a> {
     pub(crate) auth: Auth,
     /// The logged-in user, whose namespace the session acts in.
     pub(crate) user: Option<String>,
+    /// Who authenticated; differs from `user` after a full administrator's
+    /// second LOGIN as another user.
+    pub(crate) login_user: Option<String>,
+    /// The LOGIN password, kept for the proxy-IMAP client.
+    pub(crate) password: Option<Vec<u8>>,
     /// The global options as of the current command.
     pub(crate) global: Option<OptionTable>,
     /// This session as a lock holder, once it has a user.
@@ -121,6 +126,8 @@ impl<'a> Handler<'a> {
             store: Store::open(&settings.data_dir),
             auth: Auth::new(&settings.data_dir),
             user: None,
+            login_user: None,
+            password: None,
             global: None,
             holder: None,
             lock_owners: BTreeSet::new(),
