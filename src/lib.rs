@@ -7,6 +7,7 @@
 
 pub mod log;
 
+pub mod acl;
 pub mod auth;
 pub mod cli;
 pub mod config;

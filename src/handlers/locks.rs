@@ -1,22 +1,24 @@
 //! LOCK / UNLOCK: advisory locks of the `alock` files. Locks belong to the
 //! session and are released when it ends, however it ends.
 
+use super::addressbook::fetch_response;
 use super::{Done, Handler, Output};
 use crate::protocol::LockTarget;
-use crate::store::alock::Locked;
+use crate::store::abook::{self, owner_of};
+use crate::store::alock::{self, Locked};
 
 impl Handler<'_> {
     pub(super) fn lock(&mut self, target: LockTarget, out: &mut dyn Output) -> Done {
         match target {
             LockTarget::Option(name) => self.lock_option(&name, out),
-            LockTarget::AddressBook { .. } => Done::no("Address books are not available yet"),
+            LockTarget::AddressBook { book, name } => self.lock_entry(&book, &name, out),
         }
     }
 
     pub(super) fn unlock(&mut self, target: LockTarget) -> Done {
         match target {
             LockTarget::Option(name) => self.unlock_option(&name),
-            LockTarget::AddressBook { .. } => Done::no("Address books are not available yet"),
+            LockTarget::AddressBook { book, name } => self.unlock_entry(&book, &name),
         }
     }
 
@@ -52,6 +54,58 @@ impl Handler<'_> {
         match self.store.unlock(&user, name.as_bytes(), &holder) {
             Ok(true) => Done::completed("unlock"),
             Ok(false) => Done::no(format!("option '{name}' is not locked by this session")),
+            Err(e) => e.into(),
+        }
+    }
+
+    fn lock_entry(&mut self, raw: &[u8], name: &[u8], out: &mut dyn Output) -> Done {
+        let book = match self.need_book(raw, 'w') {
+            Ok(b) => b,
+            Err(d) => return d,
+        };
+        if let Err(e) = abook::check_entry_name(name) {
+            return e.into();
+        }
+        let owner = owner_of(&book).to_string();
+        let holder = self.holder.clone().expect("logged in");
+        let shown = String::from_utf8_lossy(name).into_owned();
+        match self
+            .store
+            .lock(&owner, &alock::entry_key(&book, name), &holder)
+        {
+            Ok(Locked::Taken) => {
+                self.lock_owners.insert(owner);
+                if let Ok(recs) = self.store.book_records(&book)
+                    && let Some(e) = abook::entry(&recs, name)
+                {
+                    out.send(fetch_response(&book, e));
+                }
+                Done::completed("lock")
+            }
+            Ok(Locked::HeldBy(who)) => Done::no(format!(
+                "addressbook entry '{shown}' already locked by {who}"
+            ))
+            .with_code("LOCKED"),
+            Err(e) => e.into(),
+        }
+    }
+
+    fn unlock_entry(&mut self, raw: &[u8], name: &[u8]) -> Done {
+        let book = match self.need_book(raw, 'w') {
+            Ok(b) => b,
+            Err(d) => return d,
+        };
+        let owner = owner_of(&book).to_string();
+        let holder = self.holder.clone().expect("logged in");
+        match self
+            .store
+            .unlock(&owner, &alock::entry_key(&book, name), &holder)
+        {
+            Ok(true) => Done::completed("unlock"),
+            Ok(false) => Done::no(format!(
+                "addressbook entry '{}' is not locked by this session",
+                String::from_utf8_lossy(name)
+            )),
             Err(e) => e.into(),
         }
     }

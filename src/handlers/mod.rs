@@ -2,6 +2,8 @@
 //! [`Output`], and a [`Done`] that becomes the tagged response. Handlers
 //! never see the connection; they reach data only through the store.
 
+mod acl;
+mod addressbook;
 mod basic;
 mod locks;
 mod login;
@@ -11,7 +13,7 @@ use std::collections::BTreeSet;
 
 use crate::auth::Auth;
 use crate::config::Settings;
-use crate::protocol::{Command, Response, Status};
+use crate::protocol::{AclKind, Command, Response, Status};
 use crate::store::alock::Holder;
 use crate::store::options::OptionTable;
 use crate::store::{Store, StoreError};
@@ -191,6 +193,35 @@ impl<'a> Handler<'a> {
             Command::Unset { option } => self.set(&option, None),
             Command::Lock(target) => self.lock(target, out),
             Command::Unlock(target) => self.unlock(target),
+            Command::AddressBook { pattern } => self.addressbook(&pattern, out),
+            Command::CreateAddressBook { name } => self.create_book(&name),
+            Command::DeleteAddressBook { name } => self.delete_book(&name),
+            Command::RenameAddressBook { old, new } => self.rename_book(&old, &new),
+            Command::SearchAddress { book, criteria } => self.search_address(&book, &criteria, out),
+            Command::FetchAddress { book, names } => self.fetch_address(&book, &names, out),
+            Command::StoreAddress { book, name, fields } => {
+                self.store_address(&book, &name, &fields, out)
+            }
+            Command::DeleteAddress { book, name } => self.delete_address(&book, &name),
+            Command::SetAcl {
+                kind: AclKind::AddressBook,
+                object,
+                identifier,
+                rights,
+            } => self.book_setacl(&object, &identifier, Some(&rights)),
+            Command::DeleteAcl {
+                kind: AclKind::AddressBook,
+                object,
+                identifier,
+            } => self.book_setacl(&object, &identifier, None),
+            Command::GetAcl {
+                kind: AclKind::AddressBook,
+                object,
+            } => self.book_getacl(&object, out),
+            Command::MyRights {
+                kind: AclKind::AddressBook,
+                object,
+            } => self.book_myrights(&object, out),
             other => Done::no(format!(
                 "{} is not available on this server yet",
                 other.name().to_uppercase()

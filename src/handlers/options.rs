@@ -168,20 +168,6 @@ impl Handler<'_> {
         Done::completed("get")
     }
 
-    /// The user's quota in kilobytes: their own read-only setting (made by
-    /// an administrator) or the global one.
-    pub(super) fn quota_kb(&mut self) -> Result<u64, Done> {
-        let user = self.user_name().to_string();
-        let mine = self.store.user_options(&user)?;
-        let q = mine
-            .get("imsp.user.quota")
-            .filter(|e| e.kind != OptKind::ReadWrite)
-            .and_then(|_| mine.number("imsp.user.quota"))
-            .or_else(|| self.global().number("imsp.user.quota"))
-            .unwrap_or(0);
-        Ok(q.max(0) as u64)
-    }
-
     /// May the user change `raw` (SET, UNSET, LOCK OPTION)? Returns the
     /// plain option name.
     pub(super) fn may_set<'n>(&mut self, raw: &'n str) -> Result<Target<'n>, Done> {
@@ -231,11 +217,11 @@ impl Handler<'_> {
             );
             self.store.write_global_option(t.name, t.kind, value)
         } else {
-            let quota = match self.quota_kb() {
+            let user = self.user_name().to_string();
+            let quota = match self.quota_of(&user) {
                 Ok(q) => q,
                 Err(d) => return d,
             };
-            let user = self.user_name().to_string();
             self.store
                 .write_user_option(&user, t.name, t.kind, value, quota)
         };

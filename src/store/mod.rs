@@ -7,6 +7,7 @@
 //! ```
 //! Every file is guarded by its lock file (`NAME.`); see [`file`].
 
+pub mod abook;
 pub mod alock;
 pub mod codec;
 pub mod file;

@@ -92,3 +92,38 @@ pub fn check(usage: u64, quota_kb: u64) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+impl Store {
+    /// A user's usage in bytes: the recorded value, or computed from the
+    /// files when none is recorded yet.
+    pub fn usage_of(&mut self, user: &str) -> Result<u64, StoreError> {
+        let p = self.user_path(user, "options");
+        let recs = self.files.read(&p, OPTION_ORDER)?;
+        match stored_usage(&recs) {
+            Some(u) => Ok(u),
+            None => recompute(self, user),
+        }
+    }
+
+    /// Record a change of `delta` bytes in a user's usage (after the change
+    /// itself is written; without a recorded value, it is computed).
+    pub fn add_usage(&mut self, user: &str, delta: i64) -> Result<(), StoreError> {
+        if delta == 0 || !self.user_exists(user) {
+            return Ok(());
+        }
+        let p = self.user_path(user, "options");
+        let recorded = stored_usage(&*self.files.read(&p, OPTION_ORDER)?);
+        let fresh = match recorded {
+            Some(_) => None,
+            None => Some(books_usage(self, user)?),
+        };
+        self.files.update(&p, OPTION_ORDER, |recs| {
+            let now = match stored_usage(recs) {
+                Some(u) => u.saturating_add_signed(delta),
+                None => options_usage(recs) + fresh.unwrap_or(0),
+            };
+            store_usage(recs, now);
+            Ok::<_, StoreError>(((), true))
+        })
+    }
+}

@@ -429,7 +429,7 @@ impl Client {
     /// tagged line.
     pub fn fails(&mut self, command: &str, status: &str) -> String {
         let r = self.cmd(command);
-        assert_eq!(r.status(), status, "{command} -> {:?}", r.lines);
+        assert_eq!(r.status(), status, "{command} -> {:?}", r.untagged());
         r.tagged()
     }
 }

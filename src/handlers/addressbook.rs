@@ -1,0 +1,318 @@
+//! ADDRESSBOOK, CREATEADDRESSBOOK, DELETEADDRESSBOOK, RENAMEADDRESSBOOK,
+//! SEARCHADDRESS, FETCHADDRESS, STOREADDRESS, DELETEADDRESS.
+//!
+//! Every command checks the right it needs on the book: lookup (`l`) to
+//! list, read (`r`) to search and fetch, write (`w`) to store and delete
+//! entries, create (`c`, on the owner's default book) to make books, delete
+//! (`d`) to remove or rename them. A user with no right at all on a book
+//! is told it does not exist, as if it did not.
+
+use std::collections::BTreeSet;
+
+use super::{Done, Handler, Output};
+use crate::acl::Rights;
+use crate::pattern::Pattern;
+use crate::protocol::{Data, Response};
+use crate::store::abook::{self, Entry, owner_of};
+use crate::store::names;
+
+pub(super) fn fetch_response(book: &str, e: Entry) -> Response {
+    Response::Untagged(Data::FetchAddress {
+        book: book.as_bytes().to_vec(),
+        name: e.name,
+        fields: e.fields,
+    })
+}
+
+fn right_name(c: char) -> &'static str {
+    match c {
+        'l' => "lookup",
+        'r' => "read",
+        'w' => "write",
+        'c' => "create",
+        'd' => "delete",
+        'a' => "administer",
+        _ => "needed",
+    }
+}
+
+impl Handler<'_> {
+    /// The rights of the session's user on `book`; `None` when the book
+    /// does not exist.
+    pub(super) fn book_rights(&mut self, book: &str) -> Result<Option<Rights>, Done> {
+        if !self.store.book_exists(book)? {
+            return Ok(None);
+        }
+        Ok(Some(self.rights_on(book)?))
+    }
+
+    /// The rights on `book` by its ACL (whether or not it exists yet).
+    fn rights_on(&mut self, book: &str) -> Result<Rights, Done> {
+        if self.is_admin() {
+            return Ok(Rights::all());
+        }
+        let user = self.user.clone().expect("logged in");
+        Ok(self.store.book_acl(book)?.rights_of(owner_of(book), &user))
+    }
+
+    /// Check `raw` names an existing book on which the user has `right`.
+    pub(super) fn need_book(&mut self, raw: &[u8], right: char) -> Result<String, Done> {
+        let shown = String::from_utf8_lossy(raw).into_owned();
+        let Ok(book) = names::check_book(raw) else {
+            return Err(Done::no(format!("Address book '{shown}' does not exist")));
+        };
+        match self.book_rights(&book)? {
+            Some(r) if r.has(right) => Ok(book),
+            Some(r) if !r.is_empty() => Err(Done::no(format!(
+                "Permission denied: no {} right on address book '{book}'",
+                right_name(right)
+            ))),
+            _ => Err(Done::no(format!("Address book '{book}' does not exist"))),
+        }
+    }
+
+    /// The quota of `user` in kilobytes (their own read-only setting or the
+    /// global one; 0: none).
+    pub(super) fn quota_of(&mut self, user: &str) -> Result<u64, Done> {
+        let mine = self.store.user_options(user)?;
+        let q = mine
+            .get("imsp.user.quota")
+            .filter(|e| e.kind != crate::store::OptKind::ReadWrite)
+            .and_then(|_| mine.number("imsp.user.quota"))
+            .or_else(|| self.global().number("imsp.user.quota"))
+            .unwrap_or(0);
+        Ok(q.max(0) as u64)
+    }
+
+    pub(super) fn addressbook(&mut self, pattern: &[u8], out: &mut dyn Output) -> Done {
+        match self.list_books(pattern) {
+            Ok(books) => {
+                for b in books {
+                    out.send(Response::Untagged(Data::AddressBook {
+                        attributes: vec![],
+                        separator: Some(b'.'),
+                        name: b.into_bytes(),
+                    }));
+                }
+                Done::completed("addressbook")
+            }
+            Err(d) => d,
+        }
+    }
+
+    fn list_books(&mut self, pattern: &[u8]) -> Result<Vec<String>, Done> {
+        let pat = Pattern::new(pattern, false);
+        let user = self.user.clone().expect("logged in");
+        let shared = self.store.books_with_acl()?;
+        let mut owners: BTreeSet<String> = shared
+            .iter()
+            .map(|(b, _)| owner_of(b).to_string())
+            .collect();
+        owners.insert(user);
+        if self.is_admin() {
+            // An administrator also sees the books of the owner the pattern names.
+            let lit: Vec<u8> = pattern
+                .iter()
+                .take_while(|&&b| b != b'*' && b != b'%')
+                .copied()
+                .collect();
+            let lit = String::from_utf8_lossy(&lit).into_owned();
+            let owner = owner_of(&lit);
+            if !owner.is_empty()
+                && names::check_book(owner.as_bytes()).is_ok()
+                && self.store.user_exists(owner)
+            {
+                owners.insert(owner.to_string());
+            }
+        }
+        let mut books = BTreeSet::new();
+        for owner in owners {
+            if names::check_book(owner.as_bytes()).is_err() {
+                continue;
+            }
+            for b in self.store.books_of(&owner)? {
+                books.insert(b);
+            }
+        }
+        let mut out = Vec::new();
+        for b in books {
+            if pat.matches(b.as_bytes()) && self.rights_on(&b)?.has('l') {
+                out.push(b);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn create_book(&mut self, raw: &[u8]) -> Done {
+        let book = match names::check_book(raw) {
+            Ok(b) => b,
+            Err(e) => return e.into(),
+        };
+        let r = (|| {
+            if self.store.book_exists(&book)? {
+                return Err(Done::no(format!("Address book '{book}' already exists")));
+            }
+            let owner = owner_of(&book).to_string();
+            if names::check_book(owner.as_bytes()).is_err() {
+                return Err(Done::no(format!("Invalid address book name '{book}'")));
+            }
+            if !self.rights_on(&owner)?.has('c') {
+                return Err(Done::no(format!(
+                    "Permission denied: no create right on address book '{owner}'"
+                )));
+            }
+            self.store.create_book(&book)?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => Done::completed("createaddressbook"),
+            Err(d) => d,
+        }
+    }
+
+    pub(super) fn delete_book(&mut self, raw: &[u8]) -> Done {
+        let r = (|| {
+            let book = self.need_book(raw, 'd')?;
+            if owner_of(&book) == book {
+                return Err(Done::no("The default address book cannot be deleted"));
+            }
+            self.store.delete_book(&book)?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => Done::completed("deleteaddressbook"),
+            Err(d) => d,
+        }
+    }
+
+    pub(super) fn rename_book(&mut self, old: &[u8], new: &[u8]) -> Done {
+        let r = (|| {
+            let old = self.need_book(old, 'd')?;
+            let new = names::check_book(new)?;
+            if owner_of(&old) == old || owner_of(&new) == new {
+                return Err(Done::no("The default address book cannot be renamed"));
+            }
+            if owner_of(&old) != owner_of(&new) {
+                return Err(Done::no(
+                    "An address book keeps its owner: the new name must start with the same user",
+                ));
+            }
+            if self.store.book_exists(&new)? {
+                return Err(Done::no(format!("Address book '{new}' already exists")));
+            }
+            if !self.rights_on(owner_of(&new))?.has('c') {
+                return Err(Done::no(format!(
+                    "Permission denied: no create right on address book '{}'",
+                    owner_of(&new)
+                )));
+            }
+            self.store.rename_book(&old, &new)?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => Done::completed("renameaddressbook"),
+            Err(d) => d,
+        }
+    }
+
+    pub(super) fn search_address(
+        &mut self,
+        raw: &[u8],
+        criteria: &[(String, Vec<u8>)],
+        out: &mut dyn Output,
+    ) -> Done {
+        let book = match self.need_book(raw, 'r') {
+            Ok(b) => b,
+            Err(d) => return d,
+        };
+        let recs = match self.store.book_records(&book) {
+            Ok(r) => r,
+            Err(e) => return e.into(),
+        };
+        let crit: Vec<(Option<Vec<u8>>, Pattern)> = criteria
+            .iter()
+            .map(|(f, p)| {
+                let field = (!f.eq_ignore_ascii_case("name")).then(|| f.as_bytes().to_vec());
+                (field, Pattern::new(p, true))
+            })
+            .collect();
+        abook::for_each_entry(&recs, |name, fields| {
+            let hit = crit.iter().all(|(field, pat)| match field {
+                None => pat.matches(name),
+                Some(f) => fields
+                    .iter()
+                    .any(|(k, v)| k.eq_ignore_ascii_case(f) && pat.matches(v)),
+            });
+            if hit {
+                out.send(Response::Untagged(Data::SearchAddress {
+                    name: name.to_vec(),
+                }));
+            }
+        });
+        Done::completed("searchaddress")
+    }
+
+    pub(super) fn fetch_address(
+        &mut self,
+        raw: &[u8],
+        names: &[Vec<u8>],
+        out: &mut dyn Output,
+    ) -> Done {
+        let book = match self.need_book(raw, 'r') {
+            Ok(b) => b,
+            Err(d) => return d,
+        };
+        let recs = match self.store.book_records(&book) {
+            Ok(r) => r,
+            Err(e) => return e.into(),
+        };
+        for n in names {
+            if let Some(e) = abook::entry(&recs, n) {
+                out.send(fetch_response(&book, e));
+            }
+        }
+        Done::completed("fetchaddress")
+    }
+
+    pub(super) fn store_address(
+        &mut self,
+        raw: &[u8],
+        name: &[u8],
+        fields: &[(String, Vec<u8>)],
+        out: &mut dyn Output,
+    ) -> Done {
+        if let Some((f, _)) = fields.iter().find(|(f, _)| f.eq_ignore_ascii_case("name")) {
+            return Done::bad(format!("The field '{f}' is reserved for the entry name"));
+        }
+        let r = (|| {
+            let book = self.need_book(raw, 'w')?;
+            let quota = self.quota_of(owner_of(&book))?;
+            let e = self.store.store_entry(&book, name, fields, quota)?;
+            Ok((book, e))
+        })();
+        match r {
+            Ok((book, e)) => {
+                out.send(fetch_response(&book, e));
+                Done::completed("storeaddress")
+            }
+            Err(d) => d,
+        }
+    }
+
+    pub(super) fn delete_address(&mut self, raw: &[u8], name: &[u8]) -> Done {
+        let r = (|| {
+            let book = self.need_book(raw, 'w')?;
+            if !self.store.delete_entry(&book, name)? {
+                return Err(Done::no(format!(
+                    "No entry '{}' in address book '{book}'",
+                    String::from_utf8_lossy(name)
+                )));
+            }
+            Ok(())
+        })();
+        match r {
+            Ok(()) => Done::completed("deleteaddress"),
+            Err(d) => d,
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Address books, in cyrus-imspd 1.8's files:
+//!
+//! ```text
+//! user/OWNER/abooks        one line a book of OWNER: `NAME ` (empty value)
+//! user/OWNER/abook.NAME    the entries: `ENTRY"FIELD VALUE`, and a line
+//!                          `ENTRY" ` (empty field) marking the entry
+//! abooks                   books whose ACL is not the default:
+//!                          `NAME id TAB rights TAB ...`
+//! ```
+//! A book `OWNER` or `OWNER.EXT` belongs to OWNER. The default book (named
+//! as its owner) exists implicitly once the owner has a user directory.
+
+use std::sync::Arc;
+
+use super::file::{Order, Records};
+use super::quota;
+use super::{Store, StoreError, names};
+use crate::acl::Acl;
+
+/// Entry names and field names are case-insensitive.
+pub const ORDER: Order = Order::CaseInsensitive;
+/// Book lists and the global ACL file are sorted octet by octet.
+pub const LIST_ORDER: Order = Order::Bytes;
+
+/// The owner of a book: its name up to the first `.`.
+pub fn owner_of(book: &str) -> &str {
+    book.split('.').next().unwrap_or(book)
+}
+
+/// An entry and its fields (without the empty marker field), as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: Vec<u8>,
+    pub fields: Vec<(String, Vec<u8>)>,
+}
+
+fn split_key(key: &[u8]) -> Option<(&[u8], &[u8])> {
+    let q = key.iter().position(|&b| b == b'"')?;
+    Some((&key[..q], &key[q + 1..]))
+}
+
+fn entry_prefix(name: &[u8]) -> Vec<u8> {
+    let mut p = name.to_vec();
+    p.push(b'"');
+    p
+}
+
+/// The entry `name` of a book's records, if it exists.
+pub fn entry(recs: &Records, name: &[u8]) -> Option<Entry> {
+    let prefix = entry_prefix(name);
+    let mut found: Option<Entry> = None;
+    for (k, v) in recs.with_prefix(&prefix) {
+        let (n, field) = split_key(k)?;
+        let e = found.get_or_insert_with(|| Entry {
+            name: n.to_vec(),
+            fields: Vec::new(),
+        });
+        if !field.is_empty() {
+            e.fields
+                .push((String::from_utf8_lossy(field).into_owned(), v.to_vec()));
+        }
+    }
+    found
+}
+
+/// Walk every entry of a book in order: `f(name, fields)` where fields are
+/// (field, value) pairs, the empty marker excluded.
+pub fn for_each_entry<'a>(recs: &'a Records, mut f: impl FnMut(&'a [u8], &[(&'a [u8], &'a [u8])])) {
+    let mut name: Option<&[u8]> = None;
+    let mut fields: Vec<(&[u8], &[u8])> = Vec::new();
+    for (k, v) in recs.iter() {
+        let Some((n, field)) = split_key(k) else {
+            continue;
+        };
+        if name.is_some_and(|cur| !cur.eq_ignore_ascii_case(n)) {
+            f(name.unwrap(), &fields);
+            fields.clear();
+        }
+        name = Some(n);
+        if !field.is_empty() {
+            fields.push((field, v));
+        }
+    }
+    if let Some(n) = name {
+        f(n, &fields);
+    }
+}
+
+/// Check an entry name from the wire: not empty, no `"`.
+pub fn check_entry_name(name: &[u8]) -> Result<(), StoreError> {
+    if name.is_empty() {
+        return Err(StoreError::Invalid("entry name is empty".into()));
+    }
+    if name.contains(&b'"') {
+        return Err(StoreError::Invalid(
+            "entry names may not contain '\"'".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Store {
+    fn book_path(&self, book: &str) -> std::path::PathBuf {
+        self.user_path(owner_of(book), &format!("abook.{book}"))
+    }
+
+    fn books_list_path(&self, owner: &str) -> std::path::PathBuf {
+        self.user_path(owner, "abooks")
+    }
+
+    /// The books listed for `owner`, and the default book when the owner
+    /// has a user directory.
+    pub fn books_of(&mut self, owner: &str) -> Result<Vec<String>, StoreError> {
+        let p = self.books_list_path(owner);
+        let recs = self.files.read(&p, LIST_ORDER)?;
+        let mut out: Vec<String> = recs
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .filter(|b| owner_of(b) == owner)
+            .collect();
+        if self.user_exists(owner) && !out.iter().any(|b| b == owner) {
+            out.push(owner.to_string());
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    pub fn book_exists(&mut self, book: &str) -> Result<bool, StoreError> {
+        let owner = owner_of(book);
+        if book == owner && self.user_exists(owner) {
+            return Ok(true);
+        }
+        let p = self.books_list_path(owner);
+        Ok(self
+            .files
+            .read(&p, LIST_ORDER)?
+            .get(book.as_bytes())
+            .is_some())
+    }
+
+    /// Add `books` to their owner's list (all of one owner).
+    fn list_books(&mut self, owner: &str, books: &[&str]) -> Result<(), StoreError> {
+        let p = self.books_list_path(owner);
+        self.files.update(&p, LIST_ORDER, |recs| {
+            let mut changed = false;
+            for b in books {
+                if recs.get(b.as_bytes()).is_none() {
+                    recs.insert(b.as_bytes().to_vec(), Vec::new());
+                    changed = true;
+                }
+            }
+            Ok(((), changed))
+        })
+    }
+
+    /// Create a book (its owner's directory too, if needed).
+    pub fn create_book(&mut self, book: &str) -> Result<(), StoreError> {
+        let book = names::check_book(book.as_bytes())?;
+        let owner = owner_of(&book).to_string();
+        names::check_book(owner.as_bytes())?;
+        if !self.user_exists(&owner) {
+            self.create_user(&owner)?;
+        }
+        // Touch the (empty) entries file, as 1.8 does.
+        let p = self.book_path(&book);
+        self.files
+            .update(&p, ORDER, |_| Ok::<_, StoreError>(((), true)))?;
+        if book == owner {
+            self.list_books(&owner, &[&owner])
+        } else {
+            self.list_books(&owner, &[&owner, &book])
+        }
+    }
+
+    /// Delete a book: its entries file, its line, its ACL. Returns the
+    /// usage it held.
+    pub fn delete_book(&mut self, book: &str) -> Result<(), StoreError> {
+        let owner = owner_of(book).to_string();
+        let p = self.book_path(book);
+        let recs = self.files.read(&p, ORDER)?;
+        let freed: u64 = recs.iter().map(|(k, v)| quota::field_cost(k, v)).sum();
+        self.files.remove(&p)?;
+        let lp = self.books_list_path(&owner);
+        self.files.update(&lp, LIST_ORDER, |recs| {
+            let had = recs.remove(book.as_bytes()).is_some();
+            Ok::<_, StoreError>(((), had))
+        })?;
+        self.write_book_acl(book, None)?;
+        self.add_usage(&owner, -(freed as i64))?;
+        Ok(())
+    }
+
+    /// Rename a book of one owner to another name of the same owner,
+    /// keeping its entries and its ACL.
+    pub fn rename_book(&mut self, old: &str, new: &str) -> Result<(), StoreError> {
+        let owner = owner_of(old).to_string();
+        let (from, to) = (self.book_path(old), self.book_path(new));
+        self.files.rename(&from, &to)?;
+        let lp = self.books_list_path(&owner);
+        self.files.update(&lp, LIST_ORDER, |recs| {
+            recs.remove(old.as_bytes());
+            recs.insert(new.as_bytes().to_vec(), Vec::new());
+            Ok::<_, StoreError>(((), true))
+        })?;
+        let acl = self.book_acl(old)?;
+        if !acl.is_default_for(&owner) {
+            self.write_book_acl(new, Some(&acl))?;
+            self.write_book_acl(old, None)?;
+        }
+        Ok(())
+    }
+
+    /// A book's ACL: the global `abooks` line, or the default.
+    pub fn book_acl(&mut self, book: &str) -> Result<Acl, StoreError> {
+        let p = self.global_path("abooks");
+        let recs = self.files.read(&p, LIST_ORDER)?;
+        Ok(match recs.get(book.as_bytes()) {
+            Some(v) => Acl::decode(v),
+            None => Acl::default_for(owner_of(book)),
+        })
+    }
+
+    /// The books that have an ACL line, with it.
+    pub fn books_with_acl(&mut self) -> Result<Vec<(String, Acl)>, StoreError> {
+        let p = self.global_path("abooks");
+        let recs = self.files.read(&p, LIST_ORDER)?;
+        Ok(recs
+            .iter()
+            .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), Acl::decode(v)))
+            .collect())
+    }
+
+    /// Write a book's ACL; the default ACL (or `None`) removes the line.
+    pub fn write_book_acl(&mut self, book: &str, acl: Option<&Acl>) -> Result<(), StoreError> {
+        let p = self.global_path("abooks");
+        let owner = owner_of(book);
+        self.files.update(&p, LIST_ORDER, |recs| match acl {
+            Some(a) if !a.is_default_for(owner) => {
+                recs.insert(book.as_bytes().to_vec(), a.encode());
+                Ok::<_, StoreError>(((), true))
+            }
+            _ => {
+                let had = recs.remove(book.as_bytes()).is_some();
+                Ok(((), had))
+            }
+        })
+    }
+
+    /// The records of a book.
+    pub fn book_records(&mut self, book: &str) -> Result<Arc<Records>, StoreError> {
+        let p = self.book_path(book);
+        self.files.read(&p, ORDER)
+    }
+
+    /// Create or change an entry: each field is set, or removed when its
+    /// value is empty. Charged to the book owner's quota (`quota_kb`, 0:
+    /// none). Returns the entry as it now is.
+    pub fn store_entry(
+        &mut self,
+        book: &str,
+        name: &[u8],
+        fields: &[(String, Vec<u8>)],
+        quota_kb: u64,
+    ) -> Result<Entry, StoreError> {
+        check_entry_name(name)?;
+        let owner = owner_of(book).to_string();
+        let usage = self.usage_of(&owner)?;
+        let p = self.book_path(book);
+        let (entry, delta) = self.files.update(&p, ORDER, |recs| {
+            // Keep the case the entry was created with.
+            let stored = entry(recs, name)
+                .map(|e| e.name)
+                .unwrap_or_else(|| name.to_vec());
+            let prefix = entry_prefix(&stored);
+            let mut delta: i64 = 0;
+            if recs.get(&prefix).is_none() {
+                recs.insert(prefix.clone(), Vec::new());
+            }
+            for (field, value) in fields {
+                let mut key = prefix.clone();
+                key.extend_from_slice(field.as_bytes());
+                let old = if value.is_empty() {
+                    recs.remove(&key)
+                } else {
+                    recs.insert(key.clone(), value.clone())
+                };
+                if let Some(o) = &old {
+                    delta -= quota::field_cost(&key, o) as i64;
+                }
+                if !value.is_empty() {
+                    delta += quota::field_cost(&key, value) as i64;
+                }
+            }
+            if delta > 0 {
+                quota::check(usage.saturating_add(delta as u64), quota_kb)?;
+            }
+            let e = entry(recs, &stored).expect("just stored");
+            Ok::<_, StoreError>(((e, delta), true))
+        })?;
+        self.add_usage(&owner, delta)?;
+        Ok(entry)
+    }
+
+    /// Remove an entry; false when there was none.
+    pub fn delete_entry(&mut self, book: &str, name: &[u8]) -> Result<bool, StoreError> {
+        let owner = owner_of(book).to_string();
+        let p = self.book_path(book);
+        let prefix = entry_prefix(name);
+        let freed = self.files.update(&p, ORDER, |recs| {
+            let keys: Vec<(Vec<u8>, u64)> = recs
+                .with_prefix(&prefix)
+                .map(|(k, v)| (k.to_vec(), quota::field_cost(k, v)))
+                .collect();
+            for (k, _) in &keys {
+                recs.remove(k);
+            }
+            let freed: u64 = keys.iter().map(|k| k.1).sum();
+            Ok::<_, StoreError>(((!keys.is_empty(), freed), !keys.is_empty()))
+        })?;
+        if freed.0 {
+            self.add_usage(&owner, -(freed.1 as i64))?;
+        }
+        Ok(freed.0)
+    }
+}

@@ -1,0 +1,359 @@
+//! Address books, their ACLs and entry locks, through the real daemon.
+
+mod common;
+
+use common::{Client, Server};
+
+fn barney(c: &mut Client) {
+    let r = c.cmd("STOREADDRESS fred \"Barney Rubble\" email \"barney@bedrock\" phone \"555\"");
+    assert_eq!(
+        r.untagged(),
+        vec!["* FETCHADDRESS fred \"Barney Rubble\" email barney@bedrock phone 555"]
+    );
+    assert_eq!(
+        r.tagged().split_once(' ').unwrap().1,
+        "OK storeaddress completed"
+    );
+}
+
+#[test]
+fn a_new_user_has_a_default_book_at_once() {
+    let s = Server::start();
+    let mut c = s.login("fred");
+    assert_eq!(c.ok("ADDRESSBOOK *"), vec!["* ADDRESSBOOK () \".\" fred"]);
+    // 1.8 refused this until the default book had an entry.
+    c.ok("CREATEADDRESSBOOK fred.work");
+    assert_eq!(
+        c.ok("ADDRESSBOOK *"),
+        vec![
+            "* ADDRESSBOOK () \".\" fred",
+            "* ADDRESSBOOK () \".\" fred.work"
+        ]
+    );
+    assert_eq!(
+        c.ok("ADDRESSBOOK fred.%"),
+        vec!["* ADDRESSBOOK () \".\" fred.work"]
+    );
+    assert_eq!(s.read("user/fred/abooks"), "fred \nfred.work \n");
+    assert_eq!(s.read("user/fred/abook.fred.work"), "");
+    assert!(
+        c.fails("CREATEADDRESSBOOK fred.work", "NO")
+            .contains("already exists")
+    );
+    assert!(
+        c.fails("CREATEADDRESSBOOK fred", "NO")
+            .contains("already exists")
+    );
+    // Another user's namespace needs the create right there.
+    assert!(
+        c.fails("CREATEADDRESSBOOK barney.stolen", "NO")
+            .contains("Permission denied")
+    );
+    c.fails("CREATEADDRESSBOOK \"../etc\"", "NO");
+    c.fails("CREATEADDRESSBOOK \"a/b\"", "NO");
+    assert!(!s.path("user/barney").exists());
+}
+
+#[test]
+fn store_fetch_search_delete_as_1_8_answers() {
+    let s = Server::start();
+    let mut c = s.login("fred");
+    barney(&mut c);
+    c.ok("STOREADDRESS fred \"Betty Rubble\" email betty@bedrock");
+    c.ok("STOREADDRESS fred \"Fred Flintstone\" email fred@bedrock phone 555-1234");
+    assert_eq!(
+        s.read("user/fred/abook.fred"),
+        "Barney\\sRubble\" \nBarney\\sRubble\"email barney@bedrock\nBarney\\sRubble\"phone 555\n\
+Betty\\sRubble\" \nBetty\\sRubble\"email betty@bedrock\n\
+Fred\\sFlintstone\" \nFred\\sFlintstone\"email fred@bedrock\nFred\\sFlintstone\"phone 555-1234\n"
+    );
+    assert_eq!(
+        c.ok("SEARCHADDRESS fred name \"*Rubble\""),
+        vec![
+            "* SEARCHADDRESS \"Barney Rubble\"",
+            "* SEARCHADDRESS \"Betty Rubble\""
+        ]
+    );
+    // Criteria intersect; patterns are case-insensitive; no criteria: all.
+    assert_eq!(
+        c.ok("SEARCHADDRESS fred name \"* rubble\" email \"B*@BEDROCK\" phone *"),
+        vec!["* SEARCHADDRESS \"Barney Rubble\""]
+    );
+    assert_eq!(c.ok("SEARCHADDRESS fred phone 555*").len(), 2);
+    assert_eq!(c.ok("SEARCHADDRESS fred").len(), 3);
+    assert!(c.ok("SEARCHADDRESS fred nosuchfield *").is_empty());
+    // Entry names are case-insensitive.
+    assert_eq!(
+        c.ok("FETCHADDRESS fred \"barney rubble\" \"Nobody\" \"BETTY RUBBLE\""),
+        vec![
+            "* FETCHADDRESS fred \"Barney Rubble\" email barney@bedrock phone 555",
+            "* FETCHADDRESS fred \"Betty Rubble\" email betty@bedrock",
+        ]
+    );
+    // Merge: unspecified fields kept, an empty value removes a field.
+    assert_eq!(
+        c.ok("STOREADDRESS fred \"BARNEY RUBBLE\" hair blond email \"\""),
+        vec!["* FETCHADDRESS fred \"Barney Rubble\" hair blond phone 555"]
+    );
+    c.ok("DELETEADDRESS fred \"betty rubble\"");
+    assert!(
+        c.fails("DELETEADDRESS fred \"betty rubble\"", "NO")
+            .contains("No entry")
+    );
+    assert_eq!(c.ok("SEARCHADDRESS fred").len(), 2);
+    assert!(!s.read("user/fred/abook.fred").contains("Betty"));
+    // Names with `"` and the reserved field `name` are refused.
+    c.fails("STOREADDRESS fred {3+}\r\na\"b email x", "NO");
+    c.fails("STOREADDRESS fred x name y", "BAD");
+    c.fails("STOREADDRESS fred x", "BAD");
+    assert!(
+        c.fails("FETCHADDRESS nosuch x", "NO")
+            .contains("does not exist")
+    );
+}
+
+#[test]
+fn multi_line_and_8_bit_values_round_trip_exactly() {
+    let s = Server::start();
+    let mut c = s.login("fred");
+    let value = "12 Main St.\r\nBedrock \\ \"Stone Age\"\r\nZoë Müller".as_bytes();
+    let name = "Zoë Müller".as_bytes();
+    let mut cmd = format!("STOREADDRESS fred {{{}+}}\r\n", name.len()).into_bytes();
+    cmd.extend_from_slice(name);
+    cmd.extend_from_slice(format!(" address {{{}+}}\r\n", value.len()).as_bytes());
+    cmd.extend_from_slice(value);
+    let r = c.cmd_bytes(&cmd);
+    assert_eq!(r.status(), "OK", "{:?}", r.lines);
+    let mut want = format!("* FETCHADDRESS fred {{{}}}\r\n", name.len()).into_bytes();
+    want.extend_from_slice(name);
+    want.extend_from_slice(format!(" address {{{}}}\r\n", value.len()).as_bytes());
+    want.extend_from_slice(value);
+    assert_eq!(r.untagged_bytes(), &[want.clone()]);
+    let mut fetch = format!("FETCHADDRESS fred {{{}+}}\r\n", name.len()).into_bytes();
+    fetch.extend_from_slice(name);
+    assert_eq!(c.cmd_bytes(&fetch).untagged_bytes(), &[want]);
+    let file = std::fs::read(s.path("user/fred/abook.fred")).unwrap();
+    assert_eq!(
+        file.iter().filter(|&&b| b == b'\n').count(),
+        2,
+        "one line per record"
+    );
+}
+
+#[test]
+fn acls_grant_and_refuse_every_right() {
+    let s = Server::start();
+    let mut f = s.login("fred");
+    let mut b = s.login("barney");
+    barney(&mut f);
+    // Without rights, barney is told the book does not exist, as for a
+    // book that does not.
+    let hidden = b.fails("FETCHADDRESS fred \"Barney Rubble\"", "NO");
+    let missing = b.fails("FETCHADDRESS nosuch \"Barney Rubble\"", "NO");
+    let text = |t: &str| t.split_once(' ').unwrap().1.to_string();
+    assert_eq!(
+        text(&hidden).replace("fred", "X"),
+        text(&missing).replace("nosuch", "X")
+    );
+    b.fails("MYRIGHTS ADDRESSBOOK fred", "NO");
+    assert_eq!(b.ok("ADDRESSBOOK *"), vec!["* ADDRESSBOOK () \".\" barney"]);
+
+    assert_eq!(
+        f.ok("GETACL ADDRESSBOOK fred"),
+        vec!["* ACL ADDRESSBOOK fred fred lrswipcda"]
+    );
+    assert_eq!(
+        f.ok("MYRIGHTS ADDRESSBOOK fred"),
+        vec!["* MYRIGHTS ADDRESSBOOK fred lrswipcda"]
+    );
+    f.ok("SETACL ADDRESSBOOK fred barney lr");
+    assert_eq!(s.read("abooks"), "fred fred\tlrswipcda\tbarney\tlr\t\n");
+    assert_eq!(
+        f.ok("GETACL ADDRESSBOOK fred"),
+        vec![
+            "* ACL ADDRESSBOOK fred fred lrswipcda",
+            "* ACL ADDRESSBOOK fred barney lr"
+        ]
+    );
+    // l: listed; r: search and fetch; no w: no store, delete or lock.
+    assert_eq!(
+        b.ok("MYRIGHTS ADDRESSBOOK fred"),
+        vec!["* MYRIGHTS ADDRESSBOOK fred lr"]
+    );
+    assert_eq!(
+        b.ok("ADDRESSBOOK *"),
+        vec![
+            "* ADDRESSBOOK () \".\" barney",
+            "* ADDRESSBOOK () \".\" fred"
+        ]
+    );
+    assert_eq!(b.ok("SEARCHADDRESS fred").len(), 1);
+    assert_eq!(b.ok("FETCHADDRESS fred \"Barney Rubble\"").len(), 1);
+    for cmd in [
+        "STOREADDRESS fred x email y",
+        "DELETEADDRESS fred \"Barney Rubble\"",
+        "LOCK ADDRESSBOOK fred \"Barney Rubble\"",
+        "SETACL ADDRESSBOOK fred barney lrwa",
+        "GETACL ADDRESSBOOK fred",
+        "CREATEADDRESSBOOK fred.barneys",
+    ] {
+        assert!(b.fails(cmd, "NO").contains("Permission denied"), "{cmd}");
+    }
+    // r without l: not listed, still readable by name.
+    f.ok("SETACL ADDRESSBOOK fred barney r");
+    assert_eq!(b.ok("ADDRESSBOOK fred*"), Vec::<String>::new());
+    assert_eq!(b.ok("SEARCHADDRESS fred").len(), 1);
+    // w: store and delete; c on the default book: create books there.
+    f.ok("SETACL ADDRESSBOOK fred barney lrwc");
+    b.ok("STOREADDRESS fred \"Wilma\" email wilma@bedrock");
+    b.ok("DELETEADDRESS fred Wilma");
+    b.ok("CREATEADDRESSBOOK fred.shared");
+    // The new book is fred's, with the default ACL: barney has no right on it.
+    assert!(
+        b.fails("DELETEADDRESSBOOK fred.shared", "NO")
+            .contains("does not exist")
+    );
+    // d: delete the book; a: change its ACL.
+    f.ok("SETACL ADDRESSBOOK fred.shared barney lrwda");
+    b.ok("SETACL ADDRESSBOOK fred.shared anyone l");
+    let mut w = s.login("admin");
+    assert!(
+        w.ok("ADDRESSBOOK fred.*")
+            .contains(&"* ADDRESSBOOK () \".\" fred.shared".to_string())
+    );
+    b.ok("DELETEADDRESSBOOK fred.shared");
+    assert!(!s.path("user/fred/abook.fred.shared").exists());
+    assert!(!s.read("abooks").contains("fred.shared"));
+    // anyone; DELETEACL; back to the default ACL removes the line.
+    f.ok("SETACL ADDRESSBOOK fred anyone lr");
+    let mut admin_view = s.login("admin");
+    assert_eq!(admin_view.ok("SEARCHADDRESS fred").len(), 1);
+    f.ok("DELETEACL ADDRESSBOOK fred anyone");
+    f.ok("DELETEACL ADDRESSBOOK fred barney");
+    assert_eq!(s.read("abooks"), "");
+    b.fails("SEARCHADDRESS fred", "NO");
+    // The owner always keeps the administer right.
+    f.ok("SETACL ADDRESSBOOK fred fred lr");
+    assert_eq!(
+        f.ok("MYRIGHTS ADDRESSBOOK fred"),
+        vec!["* MYRIGHTS ADDRESSBOOK fred lra"]
+    );
+    f.ok("SETACL ADDRESSBOOK fred fred lrswipcda");
+    assert_eq!(s.read("abooks"), "");
+    // Bad rights and identifiers are refused.
+    f.fails("SETACL ADDRESSBOOK fred barney lrx", "BAD");
+    f.fails("SETACL ADDRESSBOOK fred \"bar ney\" lr", "BAD");
+}
+
+#[test]
+fn rename_keeps_entries_and_acls() {
+    let s = Server::start();
+    let mut f = s.login("fred");
+    f.ok("CREATEADDRESSBOOK fred.work");
+    f.ok("STOREADDRESS fred.work Boss email boss@slate");
+    f.ok("SETACL ADDRESSBOOK fred.work barney lr");
+    f.ok("RENAMEADDRESSBOOK fred.work fred.job");
+    assert_eq!(
+        f.ok("FETCHADDRESS fred.job Boss"),
+        vec!["* FETCHADDRESS fred.job Boss email boss@slate"]
+    );
+    f.fails("FETCHADDRESS fred.work Boss", "NO");
+    assert_eq!(s.read("abooks"), "fred.job fred\tlrswipcda\tbarney\tlr\t\n");
+    assert_eq!(s.read("user/fred/abooks"), "fred \nfred.job \n");
+    let mut b = s.login("barney");
+    assert_eq!(b.ok("SEARCHADDRESS fred.job").len(), 1);
+    f.fails("RENAMEADDRESSBOOK fred.job barney.job", "NO");
+    f.fails("RENAMEADDRESSBOOK fred fred.other", "NO");
+    f.ok("CREATEADDRESSBOOK fred.other");
+    assert!(
+        f.fails("RENAMEADDRESSBOOK fred.job fred.other", "NO")
+            .contains("already exists")
+    );
+}
+
+#[test]
+fn entry_locks_across_sessions() {
+    let s = Server::start();
+    let mut a = s.login("fred");
+    barney(&mut a);
+    let r = a.cmd("LOCK ADDRESSBOOK fred \"Barney Rubble\"");
+    assert_eq!(
+        r.untagged(),
+        vec!["* FETCHADDRESS fred \"Barney Rubble\" email barney@bedrock phone 555"]
+    );
+    assert_eq!(r.status(), "OK");
+    let mut b = s.login("fred");
+    let t = b.fails("LOCK ADDRESSBOOK fred \"barney rubble\"", "NO");
+    assert_eq!(
+        t.split_once(' ').unwrap().1,
+        "NO [LOCKED] addressbook entry 'barney rubble' already locked by fred@127.0.0.1"
+    );
+    // A lock on an entry that does not exist yet: no data.
+    assert!(b.ok("LOCK ADDRESSBOOK fred \"New Person\"").is_empty());
+    // A lock does not stop STOREADDRESS.
+    b.ok("STOREADDRESS fred \"Barney Rubble\" phone 556");
+    b.fails("UNLOCK ADDRESSBOOK fred \"Barney Rubble\"", "NO");
+    b.fails("LOCK ADDRESSBOOK nosuch x", "NO");
+    drop(a);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while b.cmd("LOCK ADDRESSBOOK fred \"Barney Rubble\"").status() != "OK" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lock not released on disconnect"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    b.ok("UNLOCK ADDRESSBOOK fred \"Barney Rubble\"");
+    assert!(!s.read("user/fred/alock").contains("Barney"));
+}
+
+#[test]
+fn quota_counts_address_book_fields() {
+    let s = Server::builder()
+        .options(&common::DEFAULT_OPTIONS.replace("imsp.user.quota R 1000", "imsp.user.quota R 1"))
+        .start();
+    let mut c = s.login("fred");
+    c.ok("SET fred.test \"hello world\"");
+    barney(&mut c);
+    // 9 + 11 for the option, 5 + 14 and 5 + 3 for the fields: 1.8's 47.
+    assert!(
+        s.read("user/fred/options")
+            .contains("imsp.user.quota.usage R 47\n")
+    );
+    let before = s.read("user/fred/abook.fred");
+    let t = c.fails(
+        &format!("STOREADDRESS fred Big notes {}", "x".repeat(2500)),
+        "NO",
+    );
+    assert!(t.contains("quota"), "{t}");
+    assert_eq!(s.read("user/fred/abook.fred"), before);
+    c.ok("DELETEADDRESS fred \"Barney Rubble\"");
+    assert!(
+        s.read("user/fred/options")
+            .contains("imsp.user.quota.usage R 20\n")
+    );
+}
+
+#[test]
+fn sixteen_processes_storing_into_one_book_lose_nothing() {
+    let s = Server::start();
+    let port = s.port;
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(port);
+                c.ok("LOGIN fred secret");
+                for j in 0..25 {
+                    c.ok(&format!("STOREADDRESS fred \"P{i} N{j}\" email p{i}n{j}@x"));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut c = s.login("fred");
+    assert_eq!(c.ok("SEARCHADDRESS fred").len(), 400);
+    let file = s.read("user/fred/abook.fred");
+    assert_eq!(file.lines().count(), 800);
+}
