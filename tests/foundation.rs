@@ -70,7 +70,11 @@ fn unknown_command_bad_tag_and_login_required() {
         "SEARCHADDRESS fred",
     ] {
         let t = c.fails(cmd, "NO");
-        assert!(t.contains("login"), "{t}");
+        let name = cmd.split(' ').next().unwrap().to_lowercase();
+        assert!(
+            t.ends_with(&format!("NO User must LOGIN to execute command '{name}'")),
+            "{t}"
+        );
     }
     // Syntax errors name what is wrong.
     assert!(c.fails("NOOP extra", "BAD").contains("Too many arguments"));

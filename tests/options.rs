@@ -191,17 +191,25 @@ fn read_only_non_visible_and_magic_options_are_refused() {
         "imsp.user.quota.usage",
     ] {
         let t = c.fails(&format!("SET {name} x"), "NO");
-        assert!(t.contains("read-only"), "{t}");
+        assert!(
+            t.ends_with(&format!(
+                "NO User 'fred' not authorized to change option '{name}'"
+            )),
+            "{t}"
+        );
         c.fails(&format!("UNSET {name}"), "NO");
     }
     let t = c.fails("UNSET never.set", "NO");
-    assert!(t.contains("not set"), "{t}");
+    assert!(
+        t.ends_with("NO option 'never.set' was already unset"),
+        "{t}"
+    );
     // Only administrators use the * and % prefixes.
     assert!(
         c.fails("SET *common.sent.mailbox x", "NO")
-            .contains("administrator")
+            .contains("not authorized")
     );
-    assert!(c.fails("SET %fred.x y", "NO").contains("administrator"));
+    assert!(c.fails("SET %fred.x y", "NO").contains("not authorized"));
     assert_eq!(c.cmd("SET \"bad name\" x").status(), "BAD");
     assert!(!s.path("user/fred/options").exists(), "nothing written");
 }
@@ -287,8 +295,8 @@ fn quota_refuses_a_set_and_changes_nothing() {
     assert_eq!(s.read("user/fred/options"), before);
     // Shrinking is always allowed.
     c.ok("SET small x");
-    c.ok(&format!("SET big {}", "b".repeat(1200)));
-    // 6 + 1203 bytes: 1 KB, at the limit but not over it.
+    c.ok(&format!("SET big {}", "b".repeat(1000)));
+    // 6 + 1003 bytes: 1 KB, at the limit but not over it.
     assert_eq!(
         c.ok("GET imsp.user.quota.usage"),
         vec!["* OPTION imsp.user.quota.usage 1 [READ-ONLY]"]

@@ -86,7 +86,7 @@ impl Handler<'_> {
         let shown = String::from_utf8_lossy(raw).into_owned();
         let rights = match crate::store::names::check_book(raw) {
             Ok(book) => match self.book_rights(&book) {
-                Ok(r) => r.filter(|r| !r.is_empty()),
+                Ok(r) => r.map(|(_, r)| r).filter(|r| !r.is_empty()),
                 Err(d) => return d,
             },
             Err(_) => None,
@@ -100,7 +100,7 @@ impl Handler<'_> {
                 }));
                 Done::completed("myrights")
             }
-            None => Done::no(format!("Address book '{shown}' does not exist")),
+            None => Done::no(format!("ADDRESSBOOK '{shown}' does not exist")),
         }
     }
 }

@@ -39,11 +39,12 @@ fn right_name(c: char) -> &'static str {
 impl Handler<'_> {
     /// The rights of the session's user on `book`; `None` when the book
     /// does not exist.
-    pub(super) fn book_rights(&mut self, book: &str) -> Result<Option<Rights>, Done> {
-        if !self.store.book_exists(book)? {
+    pub(super) fn book_rights(&mut self, book: &str) -> Result<Option<(String, Rights)>, Done> {
+        let Some(book) = self.store.resolve_book(book)? else {
             return Ok(None);
-        }
-        Ok(Some(self.rights_on(book)?))
+        };
+        let rights = self.rights_on(&book)?;
+        Ok(Some((book, rights)))
     }
 
     /// The rights on `book` by its ACL (whether or not it exists yet).
@@ -55,19 +56,22 @@ impl Handler<'_> {
         Ok(self.store.book_acl(book)?.rights_of(owner_of(book), &user))
     }
 
-    /// Check `raw` names an existing book on which the user has `right`.
+    /// Check `raw` names an existing book on which the user has `right`;
+    /// returns the book's stored name.
     pub(super) fn need_book(&mut self, raw: &[u8], right: char) -> Result<String, Done> {
         let shown = String::from_utf8_lossy(raw).into_owned();
+        let missing = || Done::no(format!("ADDRESSBOOK '{shown}' does not exist"));
         let Ok(book) = names::check_book(raw) else {
-            return Err(Done::no(format!("Address book '{shown}' does not exist")));
+            return Err(missing());
         };
         match self.book_rights(&book)? {
-            Some(r) if r.has(right) => Ok(book),
-            Some(r) if !r.is_empty() => Err(Done::no(format!(
-                "Permission denied: no {} right on address book '{book}'",
+            Some((book, r)) if r.has(right) => Ok(book),
+            Some((book, r)) if !r.is_empty() => Err(Done::no(format!(
+                "Permission denied: User '{}' has no {} right on address book '{book}'",
+                self.user.as_deref().unwrap_or(""),
                 right_name(right)
             ))),
-            _ => Err(Done::no(format!("Address book '{book}' does not exist"))),
+            _ => Err(missing()),
         }
     }
 
@@ -145,12 +149,12 @@ impl Handler<'_> {
 
     pub(super) fn create_book(&mut self, raw: &[u8]) -> Done {
         let book = match names::check_book(raw) {
-            Ok(b) => b,
+            Ok(b) => abook::new_book_name(&b),
             Err(e) => return e.into(),
         };
         let r = (|| {
             if self.store.book_exists(&book)? {
-                return Err(Done::no(format!("Address book '{book}' already exists")));
+                return Err(Done::no(format!("address book '{book}' already exists")));
             }
             let owner = owner_of(&book).to_string();
             if names::check_book(owner.as_bytes()).is_err() {
@@ -158,7 +162,8 @@ impl Handler<'_> {
             }
             if !self.rights_on(&owner)?.has('c') {
                 return Err(Done::no(format!(
-                    "Permission denied: no create right on address book '{owner}'"
+                    "User '{}' not permitted to create address book '{book}'",
+                    self.user.as_deref().unwrap_or("")
                 )));
             }
             self.store.create_book(&book)?;
@@ -188,7 +193,7 @@ impl Handler<'_> {
     pub(super) fn rename_book(&mut self, old: &[u8], new: &[u8]) -> Done {
         let r = (|| {
             let old = self.need_book(old, 'd')?;
-            let new = names::check_book(new)?;
+            let new = abook::new_book_name(&names::check_book(new)?);
             if owner_of(&old) == old || owner_of(&new) == new {
                 return Err(Done::no("The default address book cannot be renamed"));
             }
@@ -198,12 +203,12 @@ impl Handler<'_> {
                 ));
             }
             if self.store.book_exists(&new)? {
-                return Err(Done::no(format!("Address book '{new}' already exists")));
+                return Err(Done::no(format!("address book '{new}' already exists")));
             }
             if !self.rights_on(owner_of(&new))?.has('c') {
                 return Err(Done::no(format!(
-                    "Permission denied: no create right on address book '{}'",
-                    owner_of(&new)
+                    "User '{}' not permitted to create address book '{new}'",
+                    self.user.as_deref().unwrap_or("")
                 )));
             }
             self.store.rename_book(&old, &new)?;
@@ -266,12 +271,18 @@ impl Handler<'_> {
             Ok(r) => r,
             Err(e) => return e.into(),
         };
+        let mut missing = None;
         for n in names {
-            if let Some(e) = abook::entry(&recs, n) {
-                out.send(fetch_response(&book, e));
+            match abook::entry(&recs, n) {
+                Some(e) => out.send(fetch_response(&book, e)),
+                None => missing = missing.or(Some(n)),
             }
         }
-        Done::completed("fetchaddress")
+        match missing {
+            // As 1.8: the entries found are sent, the first missing one named.
+            Some(n) => Done::no(format!("entry '{}' not found", String::from_utf8_lossy(n))),
+            None => Done::completed("fetchaddress"),
+        }
     }
 
     pub(super) fn store_address(
@@ -304,7 +315,7 @@ impl Handler<'_> {
             let book = self.need_book(raw, 'w')?;
             if !self.store.delete_entry(&book, name)? {
                 return Err(Done::no(format!(
-                    "No entry '{}' in address book '{book}'",
+                    "entry '{}' not found",
                     String::from_utf8_lossy(name)
                 )));
             }

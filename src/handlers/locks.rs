@@ -53,7 +53,7 @@ impl Handler<'_> {
         let holder = self.holder.clone().expect("logged in");
         match self.store.unlock(&user, name.as_bytes(), &holder) {
             Ok(true) => Done::completed("unlock"),
-            Ok(false) => Done::no(format!("option '{name}' is not locked by this session")),
+            Ok(false) => Done::no(format!("option '{name}' not locked by current client")),
             Err(e) => e.into(),
         }
     }
@@ -103,7 +103,7 @@ impl Handler<'_> {
         {
             Ok(true) => Done::completed("unlock"),
             Ok(false) => Done::no(format!(
-                "addressbook entry '{}' is not locked by this session",
+                "addressbook entry '{}' not locked by current client",
                 String::from_utf8_lossy(name)
             )),
             Err(e) => e.into(),

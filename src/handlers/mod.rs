@@ -176,8 +176,8 @@ impl<'a> Handler<'a> {
     pub fn dispatch(&mut self, cmd: Command, out: &mut dyn Output) -> Done {
         if self.user.is_none() && !cmd.allowed_before_login() {
             return Done::no(format!(
-                "Please login first ({} needs a login)",
-                cmd.name().to_uppercase()
+                "User must LOGIN to execute command '{}'",
+                cmd.name()
             ));
         }
         if let Err(e) = self.refresh() {

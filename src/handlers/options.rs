@@ -149,7 +149,7 @@ impl Handler<'_> {
         set_magic(
             &mut all,
             USAGE_OPTION,
-            (usage / 1024).to_string().into_bytes(),
+            quota::kilobytes(usage).to_string().into_bytes(),
         );
         Ok(all)
     }
@@ -176,15 +176,18 @@ impl Handler<'_> {
             return Err(Done::bad(format!("Invalid option name '{raw}'")));
         }
         let admin = self.is_admin();
+        let user = self.user_name().to_string();
+        let refused = || {
+            Done::no(format!(
+                "User '{user}' not authorized to change option '{raw}'"
+            ))
+        };
         if (t.global || t.kind != OptKind::ReadWrite) && !admin {
-            return Err(Done::no(format!(
-                "Permission denied: only an administrator may set '{raw}'"
-            )));
+            return Err(refused());
         }
         if is_magic(t.name) {
-            return Err(Done::no(format!("option '{}' is read-only", t.name)));
+            return Err(refused());
         }
-        let user = self.user_name().to_string();
         let existing = if t.global {
             self.global().get(t.name)
         } else {
@@ -197,7 +200,7 @@ impl Handler<'_> {
             && e.kind != OptKind::ReadWrite
             && t.kind == OptKind::ReadWrite
         {
-            return Err(Done::no(format!("option '{}' is read-only", t.name)));
+            return Err(refused());
         }
         Ok(t)
     }
@@ -227,7 +230,7 @@ impl Handler<'_> {
         };
         match result {
             Ok(w) if value.is_none() && !w.existed => {
-                Done::no(format!("option '{}' is not set", t.name))
+                Done::no(format!("option '{}' was already unset", t.name))
             }
             Ok(_) => Done::completed(verb),
             Err(e) => e.into(),

@@ -17,10 +17,11 @@ use super::quota;
 use super::{Store, StoreError, names};
 use crate::acl::Acl;
 
-/// Entry names and field names are case-insensitive.
+/// Entry names and field names are case-insensitive; like every file 1.8
+/// writes, the books are sorted that way.
 pub const ORDER: Order = Order::CaseInsensitive;
-/// Book lists and the global ACL file are sorted octet by octet.
-pub const LIST_ORDER: Order = Order::Bytes;
+/// Book lists and the global ACL file: book names are case-insensitive.
+pub const LIST_ORDER: Order = Order::CaseInsensitive;
 
 /// The owner of a book: its name up to the first `.`.
 pub fn owner_of(book: &str) -> &str {
@@ -86,6 +87,15 @@ pub fn for_each_entry<'a>(recs: &'a Records, mut f: impl FnMut(&'a [u8], &[(&'a 
     }
 }
 
+/// The name a new book is stored under: the owner as given, the rest in
+/// lower case (as 1.8 folds book names).
+pub fn new_book_name(book: &str) -> String {
+    match book.split_once('.') {
+        Some((owner, rest)) => format!("{owner}.{}", rest.to_ascii_lowercase()),
+        None => book.to_string(),
+    }
+}
+
 /// Check an entry name from the wire: not empty, no `"`.
 pub fn check_entry_name(name: &[u8]) -> Result<(), StoreError> {
     if name.is_empty() {
@@ -125,17 +135,22 @@ impl Store {
         Ok(out)
     }
 
-    pub fn book_exists(&mut self, book: &str) -> Result<bool, StoreError> {
+    /// The stored name of a book, matched case-insensitively after its
+    /// owner; `None` when there is no such book.
+    pub fn resolve_book(&mut self, book: &str) -> Result<Option<String>, StoreError> {
         let owner = owner_of(book);
         if book == owner && self.user_exists(owner) {
-            return Ok(true);
+            return Ok(Some(book.to_string()));
         }
         let p = self.books_list_path(owner);
-        Ok(self
-            .files
-            .read(&p, LIST_ORDER)?
-            .get(book.as_bytes())
-            .is_some())
+        let recs = self.files.read(&p, LIST_ORDER)?;
+        Ok(recs
+            .key_of(book.as_bytes())
+            .map(|k| String::from_utf8_lossy(k).into_owned()))
+    }
+
+    pub fn book_exists(&mut self, book: &str) -> Result<bool, StoreError> {
+        Ok(self.resolve_book(book)?.is_some())
     }
 
     /// Add `books` to their owner's list (all of one owner).

@@ -3,7 +3,8 @@
 //! the length of the field names and values of every entry of every one of
 //! their address books, in bytes, kept in the read-only user option
 //! `imsp.user.quota.usage`. `imsp.user.quota` is the limit in kilobytes
-//! (0: none); a change may not take `usage / 1024` over it.
+//! (0: none). Kilobytes are rounded up, as 1.8 shows them (1025 bytes are
+//! 2 KB); a change may not take the usage over the limit.
 
 use std::fs;
 
@@ -82,11 +83,16 @@ pub fn recompute(store: &mut Store, user: &str) -> Result<u64, StoreError> {
     Ok(options_usage(&recs) + books_usage(store, user)?)
 }
 
+/// Bytes in kilobytes, rounded up.
+pub fn kilobytes(bytes: u64) -> u64 {
+    bytes.div_ceil(1024)
+}
+
 /// Refuse a usage over the quota.
 pub fn check(usage: u64, quota_kb: u64) -> Result<(), StoreError> {
-    if quota_kb > 0 && usage / 1024 > quota_kb {
+    if quota_kb > 0 && kilobytes(usage) > quota_kb {
         return Err(StoreError::OverQuota {
-            usage_kb: usage / 1024,
+            usage_kb: kilobytes(usage),
             quota_kb,
         });
     }
