@@ -40,6 +40,7 @@ impl Handler<'_> {
             }
             crate::log_admin!("created user directory for {user}");
         }
+        self.store.sweep(Some(&user));
         crate::log_login!("login: {user} from {}", self.peer);
         self.holder = Some(Holder::this_process(format!("{user}@{}", self.peer_host())));
         let text = format!("User `{user}' Logged in");

@@ -385,6 +385,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<fs::Metada
     file.metadata().map_err(|e| StoreError::io(path, e))
 }
 
+/// Remove temp files (`.tmp.*`) older than `age` from `dir`: what a
+/// process killed in the middle of a write leaves behind. A fresh one may
+/// belong to a write under way and is kept. Returns how many went.
+pub fn sweep_temp_files(dir: &Path, age: std::time::Duration) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut n = 0;
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(".tmp.") {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d >= age));
+        if old && fs::remove_file(e.path()).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -421,6 +445,29 @@ mod tests {
         });
         assert!(e.is_err());
         assert_eq!(fs::read(&p).unwrap(), b"a.opt W edited\n");
+    }
+
+    #[test]
+    fn stale_temp_files_are_swept_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join(".tmp.old");
+        let fresh = dir.path().join(".tmp.fresh");
+        let data = dir.path().join("options");
+        for p in [&old, &fresh, &data] {
+            fs::write(p, b"x").unwrap();
+        }
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+        assert_eq!(
+            sweep_temp_files(dir.path(), std::time::Duration::from_secs(60)),
+            1
+        );
+        assert!(!old.exists() && fresh.exists() && data.exists());
     }
 
     #[test]

@@ -83,6 +83,19 @@ impl Store {
         self.user_dir(user).is_dir()
     }
 
+    /// Remove temp files left by killed writers in the data directory and,
+    /// given a user, in their directory.
+    pub fn sweep(&self, user: Option<&str>) {
+        let age = std::time::Duration::from_secs(60);
+        let mut n = file::sweep_temp_files(&self.root, age);
+        if let Some(u) = user {
+            n += file::sweep_temp_files(&self.user_dir(u), age);
+        }
+        if n > 0 {
+            crate::log_warn!("removed {n} temp file(s) left by interrupted writes");
+        }
+    }
+
     /// Make `user/NAME` (mode 0700).
     pub fn create_user(&self, user: &str) -> Result<(), StoreError> {
         let dir = self.user_dir(user);

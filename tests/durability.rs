@@ -1,0 +1,278 @@
+//! Crashes and concurrency: session processes killed with SIGKILL in the
+//! middle of writing lose nothing that was acknowledged and leave every
+//! file whole; sixteen processes mixing every kind of write end in the
+//! state a serial replay of their acknowledged commands gives.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Client, Server, children_of};
+use imspd::store::file::{Order, Records};
+
+/// A small deterministic pseudo-random sequence (no extra crate).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Every database file under `dir` parses with no damaged line.
+fn assert_all_files_whole(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().unwrap().is_dir() {
+            assert_all_files_whole(&e.path());
+        } else if !name.ends_with('.') && !name.starts_with(".tmp.") && name != "passwd" {
+            let bytes = std::fs::read(e.path()).unwrap();
+            assert!(
+                bytes.is_empty() || bytes.ends_with(b"\n"),
+                "{} ends mid-line",
+                e.path().display()
+            );
+            let (_, damaged) = Records::parse(Order::CaseInsensitive, &bytes);
+            assert!(
+                damaged.is_empty(),
+                "{}: damaged lines {damaged:?}",
+                e.path().display()
+            );
+        }
+    }
+}
+
+/// Tags answered OK on a raw connection, until it breaks.
+fn acknowledged(stream: TcpStream) -> BTreeSet<String> {
+    let mut r = BufReader::new(stream);
+    let mut ok = BTreeSet::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match r.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return ok,
+            Ok(_) => {
+                let l = String::from_utf8_lossy(&line);
+                if let Some((tag, rest)) = l.split_once(' ')
+                    && rest.starts_with("OK ")
+                    && tag.starts_with('W')
+                {
+                    ok.insert(tag.to_string());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn sigkill_in_the_middle_of_writes_loses_nothing_acknowledged() {
+    let s = Server::start();
+    let mut rng = Lcg(0x1de5_u64 ^ u64::from(std::process::id()));
+    let mut acked_options = BTreeMap::new();
+    let mut acked_entries = BTreeMap::new();
+    let rounds = 200;
+    // Rounds where the kill fell in the middle of the batch.
+    let mut partial = 0;
+    for round in 0..rounds {
+        let before = children_of(s.pid());
+        let mut c = s.login("fred");
+        let pid = children_of(s.pid())
+            .into_iter()
+            .map(|c| c.0)
+            .find(|p| !before.iter().any(|b| b.0 == *p))
+            .expect("session process");
+        // Pipeline a batch of writes of both kinds, large enough to take a
+        // while, and kill the process at a random moment among them.
+        let mut batch = Vec::new();
+        let mut planned = Vec::new();
+        for k in 0..30 {
+            let tag = format!("W{round}x{k}");
+            let value = format!("v{round}-{k}-{}", "x".repeat(rng.next(400) as usize));
+            if k % 2 == 0 {
+                let name = format!("crash.r{round}.k{k}");
+                batch.extend(format!("{tag} SET {name} {value}\r\n").bytes());
+                planned.push((tag, true, name, value));
+            } else {
+                let name = format!("R{round} K{k}");
+                batch
+                    .extend(format!("{tag} STOREADDRESS fred \"{name}\" note {value}\r\n").bytes());
+                planned.push((tag, false, name, value));
+            }
+        }
+        let reader = c.stream.try_clone().unwrap();
+        let collector = std::thread::spawn(move || acknowledged(reader));
+        c.stream.write_all(&batch).unwrap();
+        std::thread::sleep(Duration::from_micros(rng.next(6000)));
+        // SAFETY: killing the session process this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let ok = collector.join().unwrap();
+        if !ok.is_empty() && ok.len() < 30 {
+            partial += 1;
+        }
+        for (tag, is_option, name, value) in planned {
+            if ok.contains(&tag) {
+                if is_option {
+                    acked_options.insert(name, value);
+                } else {
+                    acked_entries.insert(name, value);
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{partial} of {rounds} rounds killed mid-batch; {} options and {} entries acknowledged",
+        acked_options.len(),
+        acked_entries.len()
+    );
+    assert!(
+        partial >= rounds / 4,
+        "too few kills landed mid-batch: {partial}"
+    );
+    assert_all_files_whole(&s.dir);
+    // Every acknowledged write is there.
+    let mut c = s.login("fred");
+    let got: BTreeSet<String> = c.ok("GET crash.*").into_iter().collect();
+    for (name, value) in &acked_options {
+        assert!(
+            got.contains(&format!("* OPTION {name} {value} [READ-WRITE]")),
+            "lost acknowledged SET {name}"
+        );
+    }
+    for (name, value) in &acked_entries {
+        let r = c.cmd(&format!("FETCHADDRESS fred \"{name}\""));
+        assert_eq!(
+            r.untagged(),
+            vec![format!("* FETCHADDRESS fred \"{name}\" note {value}")],
+            "lost acknowledged STOREADDRESS {name}"
+        );
+    }
+}
+
+/// What one process did, as acknowledged, replayed into a model.
+#[derive(Default)]
+struct Model {
+    options: BTreeMap<String, String>,
+    entries: BTreeMap<String, String>,
+    acl: BTreeMap<String, String>,
+    books: BTreeSet<String>,
+}
+
+fn worker(port: u16, i: usize) -> Model {
+    let mut c = Client::connect(port);
+    c.ok("LOGIN fred secret");
+    let mut m = Model::default();
+    let mut book = format!("fred.p{i}.g0");
+    c.ok(&format!("CREATEADDRESSBOOK {book}"));
+    m.books.insert(book.clone());
+    for j in 0..30 {
+        match j % 5 {
+            0 => {
+                c.ok(&format!("SET mix.p{i}.o{j} v{j}"));
+                m.options.insert(format!("mix.p{i}.o{j}"), format!("v{j}"));
+            }
+            1 => {
+                c.ok(&format!("STOREADDRESS fred \"M{i} N{j}\" email e{j}@x"));
+                m.entries.insert(format!("M{i} N{j}"), format!("e{j}@x"));
+            }
+            2 => {
+                // Delete the entry stored one step before.
+                c.ok(&format!("DELETEADDRESS fred \"M{i} N{}\"", j - 1));
+                m.entries.remove(&format!("M{i} N{}", j - 1));
+                c.ok(&format!("STOREADDRESS fred \"M{i} K{j}\" email k{j}@x"));
+                m.entries.insert(format!("M{i} K{j}"), format!("k{j}@x"));
+            }
+            3 => {
+                let rights = ["lr", "lrw", "l", "lrwd"][j % 4];
+                c.ok(&format!("SETACL ADDRESSBOOK fred u{i} {rights}"));
+                m.acl.insert(format!("u{i}"), rights.to_string());
+            }
+            _ => {
+                let next = format!("fred.p{i}.g{j}");
+                c.ok(&format!("RENAMEADDRESSBOOK {book} {next}"));
+                m.books.remove(&book);
+                m.books.insert(next.clone());
+                book = next;
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn sixteen_processes_mixing_writes_equal_a_serial_replay() {
+    let s = Server::start();
+    let port = s.port;
+    let t0 = Instant::now();
+    let workers: Vec<_> = (0..16)
+        .map(|i| std::thread::spawn(move || worker(port, i)))
+        .collect();
+    let mut model = Model::default();
+    for w in workers {
+        let m = w.join().expect("worker");
+        model.options.extend(m.options);
+        model.entries.extend(m.entries);
+        model.acl.extend(m.acl);
+        model.books.extend(m.books);
+    }
+    assert!(t0.elapsed() < Duration::from_secs(60), "no deadlock");
+    assert_all_files_whole(&s.dir);
+
+    let mut c = s.login("fred");
+    let want: Vec<String> = model
+        .options
+        .iter()
+        .map(|(k, v)| format!("* OPTION {k} {v} [READ-WRITE]"))
+        .collect();
+    let mut got = c.ok("GET mix.*");
+    got.sort_by_key(|l| l.to_lowercase());
+    let mut want_sorted = want.clone();
+    want_sorted.sort_by_key(|l| l.to_lowercase());
+    assert_eq!(got, want_sorted);
+
+    let names: Vec<String> = model
+        .entries
+        .keys()
+        .map(|n| format!("* SEARCHADDRESS \"{n}\""))
+        .collect();
+    let mut got = c.ok("SEARCHADDRESS fred");
+    got.sort();
+    let mut names_sorted = names;
+    names_sorted.sort();
+    assert_eq!(got, names_sorted);
+    for (n, email) in &model.entries {
+        assert_eq!(
+            c.ok(&format!("FETCHADDRESS fred \"{n}\"")),
+            vec![format!("* FETCHADDRESS fred \"{n}\" email {email}")]
+        );
+    }
+
+    let mut want_acl: Vec<String> = model
+        .acl
+        .iter()
+        .map(|(id, r)| format!("* ACL ADDRESSBOOK fred {id} {r}"))
+        .collect();
+    want_acl.push("* ACL ADDRESSBOOK fred fred lrswipcda".into());
+    want_acl.sort();
+    let mut got_acl = c.ok("GETACL ADDRESSBOOK fred");
+    got_acl.sort();
+    assert_eq!(got_acl, want_acl);
+
+    let mut want_books: Vec<String> = model
+        .books
+        .iter()
+        .map(|b| format!("* ADDRESSBOOK () \".\" {b}"))
+        .collect();
+    want_books.sort();
+    let mut got_books = c.ok("ADDRESSBOOK fred.p*");
+    got_books.sort();
+    assert_eq!(got_books, want_books);
+}
