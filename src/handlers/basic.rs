@@ -14,6 +14,8 @@ impl Handler<'_> {
     }
 
     pub(super) fn logout(&mut self, out: &mut dyn Output) -> Done {
+        // Locks are free once the client has its OK.
+        self.release_locks();
         out.send(Response::bye("Logging user out"));
         Done::ok("Logging user out").closing()
     }
