@@ -1,0 +1,404 @@
+//! `cargo bench`: imspd against Debian's cyrus-imspd 1.8 on this machine, in
+//! the same run, with the ratios. Not a test: it measures and prints.
+//!
+//! cyrus-imspd is measured when /usr/sbin/cyrus-imspd exists and this runs
+//! as root (1.8 keeps its data in /var/lib/imsp, which is moved aside for
+//! the run and put back after). `BENCH_QUICK=1` runs smaller counts.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Client, Server, children_of};
+
+const CYRUS: &str = "/usr/sbin/cyrus-imspd";
+const CYRUS_DIR: &str = "/var/lib/imsp";
+
+fn options(fsync: bool) -> String {
+    format!(
+        "common.domain R example.org\n\
+         imsp.admin.all N (admin)\n\
+         imsp.create.new.users N +\n\
+         imsp.db.fsync N {}\n\
+         imsp.log.level N 1\n\
+         imsp.user.quota R 0\n",
+        if fsync { "+" } else { "-" }
+    )
+}
+
+/// A book of `n` entries in 1.8's format (sorted as 1.8 sorts).
+fn book_file(n: usize) -> Vec<u8> {
+    let mut names: Vec<String> = (0..n).map(|i| format!("Person {i:06}")).collect();
+    names.sort_by_key(|s| s.to_lowercase());
+    let mut out = Vec::with_capacity(n * 80);
+    for (i, name) in names.iter().enumerate() {
+        let key = name.replace(' ', "\\s");
+        let _ = i;
+        out.extend_from_slice(format!("{key}\" \n").as_bytes());
+        out.extend_from_slice(format!("{key}\"email {}@example.org\n", name.replace(' ', ".")).as_bytes());
+        out.extend_from_slice(format!("{key}\"phone 555-{}\n", &name[7..]).as_bytes());
+    }
+    out
+}
+
+/// Put a book of `n` entries as `owner`'s default book.
+fn preload(dir: &Path, owner: &str, n: usize) {
+    let u = dir.join("user").join(owner);
+    std::fs::create_dir_all(&u).unwrap();
+    std::fs::write(u.join(format!("abook.{owner}")), book_file(n)).unwrap();
+    std::fs::write(u.join("abooks"), format!("{owner} \n")).unwrap();
+}
+
+struct Target {
+    name: &'static str,
+    port: u16,
+    listener: u32,
+    dir: PathBuf,
+    password: &'static str,
+}
+
+fn login(t: &Target, user: &str) -> Client {
+    let mut c = Client::connect(t.port);
+    c.ok(&format!("LOGIN {user} {}", t.password));
+    c
+}
+
+fn sessions_per_sec(t: &Target, n: usize) -> f64 {
+    let start = Instant::now();
+    for _ in 0..n {
+        let mut c = login(t, "bench");
+        c.ok("LOGOUT");
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn set_get_pairs_per_sec(t: &Target, n: usize) -> f64 {
+    let mut c = login(t, "bench");
+    let start = Instant::now();
+    for i in 0..n {
+        c.ok(&format!("SET bench.key v{i}"));
+        // 1.8 dies on GET of an exact existing name: use a pattern.
+        let got = c.ok("GET bench.key*");
+        assert_eq!(got.len(), 1, "{got:?}");
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn stores_per_sec(t: &Target, user: &str, n: usize) -> f64 {
+    let mut c = login(t, user);
+    let start = Instant::now();
+    for i in 0..n {
+        c.ok(&format!("STOREADDRESS {user} \"New {i}\" email new{i}@example.org"));
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Median milliseconds of a selective SEARCHADDRESS: the first in a new
+/// session (cold) and then repeated in it (warm).
+fn search_ms(t: &Target, user: &str, runs: usize) -> (f64, f64) {
+    let mut c = login(t, user);
+    let cmd = format!("SEARCHADDRESS {user} name \"*son 0012*\" email *@example.org");
+    let s = Instant::now();
+    let hits = c.ok(&cmd);
+    let cold = s.elapsed().as_secs_f64() * 1000.0;
+    assert!(!hits.is_empty(), "{}: no hits", t.name);
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            c.ok(&cmd);
+            s.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (cold, times[times.len() / 2])
+}
+
+/// 8 sessions store `per` entries each into one book at once; returns
+/// (entries per second, entries that survived).
+fn concurrent_writers(t: &Target, user: &str, per: usize) -> (f64, usize) {
+    let port = t.port;
+    let pw = t.password;
+    let owner = user.to_string();
+    let start = Instant::now();
+    let ws: Vec<_> = (0..8)
+        .map(|w| {
+            let owner = owner.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(port);
+                c.ok(&format!("LOGIN {owner} {pw}"));
+                for i in 0..per {
+                    c.ok(&format!("STOREADDRESS {owner} \"W{w} E{i}\" email w{w}e{i}@x"));
+                }
+                c.ok("LOGOUT");
+            })
+        })
+        .collect();
+    for w in ws {
+        w.join().unwrap();
+    }
+    let rate = (8 * per) as f64 / start.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = login(t, user);
+    let survived = c.ok(&format!("SEARCHADDRESS {owner}")).len();
+    (rate, survived)
+}
+
+/// Resident memory (KB) of an idle, logged-in session process.
+fn idle_session_kb(t: &Target) -> u64 {
+    let before = children_of(t.listener);
+    let _c = login(t, "bench");
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = children_of(t.listener)
+        .into_iter()
+        .map(|c| c.0)
+        .find(|p| !before.iter().any(|b| b.0 == *p))
+        .expect("session process");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[derive(Default, Clone)]
+struct Figures {
+    sessions: f64,
+    set_get: f64,
+    store_5k: f64,
+    search_5k: (f64, f64),
+    search_100k: (f64, f64),
+    store_100k: f64,
+    concurrent: (f64, usize),
+    idle_kb: u64,
+}
+
+struct Counts {
+    sessions: usize,
+    pairs: usize,
+    stores: usize,
+    big: usize,
+    per_writer: usize,
+}
+
+fn measure(t: &Target, k: &Counts) -> Figures {
+    preload(&t.dir, "bench5k", 5_000);
+    preload(&t.dir, "bench100k", k.big);
+    eprintln!("[{}] sessions", t.name);
+    let sessions = sessions_per_sec(t, k.sessions);
+    eprintln!("[{}] SET+GET", t.name);
+    let set_get = set_get_pairs_per_sec(t, k.pairs);
+    eprintln!("[{}] searches", t.name);
+    let search_5k = search_ms(t, "bench5k", 10);
+    let search_100k = search_ms(t, "bench100k", 5);
+    eprintln!("[{}] STOREADDRESS", t.name);
+    let store_5k = stores_per_sec(t, "bench5k", k.stores);
+    let store_100k = stores_per_sec(t, "bench100k", (k.stores / 10).max(10));
+    eprintln!("[{}] 8 writers", t.name);
+    let concurrent = concurrent_writers(t, "benchconc", k.per_writer);
+    let idle_kb = idle_session_kb(t);
+    Figures {
+        sessions,
+        set_get,
+        store_5k,
+        search_5k,
+        search_100k,
+        store_100k,
+        concurrent,
+        idle_kb,
+    }
+}
+
+fn start_imspd(fsync: bool) -> Server {
+    Server::builder()
+        .options(&options(fsync))
+        .user("bench", "benchpw")
+        .user("bench5k", "benchpw")
+        .user("bench100k", "benchpw")
+        .user("benchconc", "benchpw")
+        .start()
+}
+
+/// Debian's cyrus-imspd, on its own data directory (moved aside and put
+/// back by `Drop`).
+struct Cyrus {
+    child: Child,
+    port: u16,
+    backup: Option<PathBuf>,
+}
+
+impl Cyrus {
+    fn start() -> Option<Cyrus> {
+        // SAFETY: geteuid has no preconditions.
+        if !Path::new(CYRUS).exists() || unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        let backup = PathBuf::from(format!("{CYRUS_DIR}.bench-backup-{}", std::process::id()));
+        let had = Path::new(CYRUS_DIR).exists();
+        if had {
+            std::fs::rename(CYRUS_DIR, &backup).ok()?;
+        }
+        std::fs::create_dir_all(Path::new(CYRUS_DIR).join("user")).ok()?;
+        std::fs::write(Path::new(CYRUS_DIR).join("options"), options(false)).ok()?;
+        for u in ["bench", "bench5k", "bench100k", "benchconc"] {
+            let mut p = Command::new("saslpasswd2")
+                .args(["-p", "-c", u])
+                .stdin(Stdio::piped())
+                .spawn()
+                .ok()?;
+            use std::io::Write;
+            p.stdin.take()?.write_all(b"benchpw").ok()?;
+            p.wait().ok()?;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let child = Command::new(CYRUS)
+            .args(["-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let c = Cyrus {
+            child,
+            port,
+            backup: had.then_some(backup),
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(c)
+    }
+}
+
+impl Drop for Cyrus {
+    fn drop(&mut self) {
+        for (pid, _) in children_of(self.child.id()) {
+            // SAFETY: ending processes this run started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(CYRUS_DIR);
+        if let Some(b) = &self.backup {
+            let _ = std::fs::rename(b, CYRUS_DIR);
+        }
+    }
+}
+
+fn ratio(a: f64, b: Option<f64>) -> String {
+    match b {
+        Some(b) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "-".into(),
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let quick = std::env::var("BENCH_QUICK").is_ok();
+    let k = if quick {
+        Counts {
+            sessions: 100,
+            pairs: 300,
+            stores: 100,
+            big: 100_000,
+            per_writer: 50,
+        }
+    } else {
+        Counts {
+            sessions: 500,
+            pairs: 2_000,
+            stores: 500,
+            big: 100_000,
+            per_writer: 150,
+        }
+    };
+    let on = start_imspd(true);
+    let f_on = measure(
+        &Target {
+            name: "imspd fsync on",
+            port: on.port,
+            listener: on.pid(),
+            dir: on.dir.clone(),
+            password: "benchpw",
+        },
+        &k,
+    );
+    drop(on);
+    let off = start_imspd(false);
+    let f_off = measure(
+        &Target {
+            name: "imspd fsync off",
+            port: off.port,
+            listener: off.pid(),
+            dir: off.dir.clone(),
+            password: "benchpw",
+        },
+        &k,
+    );
+    drop(off);
+    let cyrus = Cyrus::start();
+    let f_cy = cyrus.as_ref().map(|c| {
+        measure(
+            &Target {
+                name: "cyrus-imspd 1.8",
+                port: c.port,
+                listener: c.child.id(),
+                dir: PathBuf::from(CYRUS_DIR),
+                password: "benchpw",
+            },
+            &k,
+        )
+    });
+    drop(cyrus);
+
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "| measure | imspd (fsync on) | imspd (fsync off) | cyrus-imspd 1.8 | ratio on/1.8 | ratio off/1.8 |"
+    );
+    let _ = writeln!(t, "|---|---|---|---|---|---|");
+    let cy = |g: fn(&Figures) -> f64| f_cy.as_ref().map(g);
+    let mut row = |name: &str, g: fn(&Figures) -> f64, higher_better: bool, unit: &str| {
+        let (a, b, c) = (g(&f_on), g(&f_off), cy(g));
+        let (r1, r2) = if higher_better {
+            (ratio(a, c), ratio(b, c))
+        } else {
+            (ratio(c.unwrap_or(0.0), Some(a)), ratio(c.unwrap_or(0.0), Some(b)))
+        };
+        let cs = c.map(|c| format!("{c:.1} {unit}")).unwrap_or_else(|| "not run".into());
+        let _ = writeln!(t, "| {name} | {a:.1} {unit} | {b:.1} {unit} | {cs} | {r1} | {r2} |");
+    };
+    row("sessions/s (connect, LOGIN, LOGOUT)", |f| f.sessions, true, "/s");
+    row("SET+GET pairs/s, one connection", |f| f.set_get, true, "/s");
+    row("STOREADDRESS/s, 5,000-entry book", |f| f.store_5k, true, "/s");
+    row("STOREADDRESS/s, 100,000-entry book", |f| f.store_100k, true, "/s");
+    row("SEARCHADDRESS 5,000 entries, first in session", |f| f.search_5k.0, false, "ms");
+    row("SEARCHADDRESS 5,000 entries, repeated (median)", |f| f.search_5k.1, false, "ms");
+    row("SEARCHADDRESS 100,000 entries, first in session", |f| f.search_100k.0, false, "ms");
+    row("SEARCHADDRESS 100,000 entries, repeated (median)", |f| f.search_100k.1, false, "ms");
+    row("8 concurrent writers, entries/s", |f| f.concurrent.0, true, "/s");
+    row("idle session RSS", |f| f.idle_kb as f64, false, "KB");
+    let survived = |f: &Figures| f.concurrent.1;
+    let _ = writeln!(
+        t,
+        "\n8 writers x {} entries: survived imspd(on) {}, imspd(off) {}, cyrus-imspd {}",
+        k.per_writer,
+        survived(&f_on),
+        survived(&f_off),
+        f_cy.as_ref().map(|f| survived(f).to_string()).unwrap_or_else(|| "not run".into())
+    );
+    let _ = writeln!(t, "(ratios: above 1 means imspd is better; for times and memory, 1.8 / imspd)");
+    println!("{t}");
+}
