@@ -5,7 +5,13 @@ use crate::protocol::{Data, Response};
 
 impl Handler<'_> {
     pub(super) fn capabilities(&self) -> Vec<String> {
-        vec!["LITERAL+".to_string()]
+        let mut caps: Vec<String> = self
+            .mechanisms()
+            .iter()
+            .map(|m| format!("AUTH={m}"))
+            .collect();
+        caps.push("LITERAL+".to_string());
+        caps
     }
 
     pub(super) fn capability(&mut self, out: &mut dyn Output) -> Done {
