@@ -20,6 +20,9 @@ impl Handler<'_> {
     }
 
     pub(super) fn logout(&mut self, out: &mut dyn Output) -> Done {
+        // Before the answer, so that a client told "logged out" finds the
+        // locks free.
+        self.release_locks();
         out.send(Response::bye("Logging user out"));
         Done::ok("Logging user out").closing()
     }
