@@ -6,7 +6,6 @@
 //! the run and put back after). `BENCH_QUICK=1` runs smaller counts.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::fmt::Write as _;
@@ -40,7 +39,9 @@ fn book_file(n: usize) -> Vec<u8> {
         let key = name.replace(' ', "\\s");
         let _ = i;
         out.extend_from_slice(format!("{key}\" \n").as_bytes());
-        out.extend_from_slice(format!("{key}\"email {}@example.org\n", name.replace(' ', ".")).as_bytes());
+        out.extend_from_slice(
+            format!("{key}\"email {}@example.org\n", name.replace(' ', ".")).as_bytes(),
+        );
         out.extend_from_slice(format!("{key}\"phone 555-{}\n", &name[7..]).as_bytes());
     }
     out
@@ -93,7 +94,9 @@ fn stores_per_sec(t: &Target, user: &str, n: usize) -> f64 {
     let mut c = login(t, user);
     let start = Instant::now();
     for i in 0..n {
-        c.ok(&format!("STOREADDRESS {user} \"New {i}\" email new{i}@example.org"));
+        c.ok(&format!(
+            "STOREADDRESS {user} \"New {i}\" email new{i}@example.org"
+        ));
     }
     n as f64 / start.elapsed().as_secs_f64()
 }
@@ -132,7 +135,9 @@ fn concurrent_writers(t: &Target, user: &str, per: usize) -> (f64, usize) {
                 let mut c = Client::connect(port);
                 c.ok(&format!("LOGIN {owner} {pw}"));
                 for i in 0..per {
-                    c.ok(&format!("STOREADDRESS {owner} \"W{w} E{i}\" email w{w}e{i}@x"));
+                    c.ok(&format!(
+                        "STOREADDRESS {owner} \"W{w} E{i}\" email w{w}e{i}@x"
+                    ));
                 }
                 c.ok("LOGOUT");
             })
@@ -256,7 +261,11 @@ impl Cyrus {
             p.stdin.take()?.write_all(b"benchpw").ok()?;
             p.wait().ok()?;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
         let child = Command::new(CYRUS)
             .args(["-p", &port.to_string()])
             .stdin(Stdio::null())
@@ -375,20 +384,68 @@ fn main() {
         let (r1, r2) = if higher_better {
             (ratio(a, c), ratio(b, c))
         } else {
-            (ratio(c.unwrap_or(0.0), Some(a)), ratio(c.unwrap_or(0.0), Some(b)))
+            (
+                ratio(c.unwrap_or(0.0), Some(a)),
+                ratio(c.unwrap_or(0.0), Some(b)),
+            )
         };
-        let cs = c.map(|c| format!("{c:.1} {unit}")).unwrap_or_else(|| "not run".into());
-        let _ = writeln!(t, "| {name} | {a:.1} {unit} | {b:.1} {unit} | {cs} | {r1} | {r2} |");
+        let cs = c
+            .map(|c| format!("{c:.1} {unit}"))
+            .unwrap_or_else(|| "not run".into());
+        let _ = writeln!(
+            t,
+            "| {name} | {a:.1} {unit} | {b:.1} {unit} | {cs} | {r1} | {r2} |"
+        );
     };
-    row("sessions/s (connect, LOGIN, LOGOUT)", |f| f.sessions, true, "/s");
+    row(
+        "sessions/s (connect, LOGIN, LOGOUT)",
+        |f| f.sessions,
+        true,
+        "/s",
+    );
     row("SET+GET pairs/s, one connection", |f| f.set_get, true, "/s");
-    row("STOREADDRESS/s, 5,000-entry book", |f| f.store_5k, true, "/s");
-    row("STOREADDRESS/s, 100,000-entry book", |f| f.store_100k, true, "/s");
-    row("SEARCHADDRESS 5,000 entries, first in session", |f| f.search_5k.0, false, "ms");
-    row("SEARCHADDRESS 5,000 entries, repeated (median)", |f| f.search_5k.1, false, "ms");
-    row("SEARCHADDRESS 100,000 entries, first in session", |f| f.search_100k.0, false, "ms");
-    row("SEARCHADDRESS 100,000 entries, repeated (median)", |f| f.search_100k.1, false, "ms");
-    row("8 concurrent writers, entries/s", |f| f.concurrent.0, true, "/s");
+    row(
+        "STOREADDRESS/s, 5,000-entry book",
+        |f| f.store_5k,
+        true,
+        "/s",
+    );
+    row(
+        "STOREADDRESS/s, 100,000-entry book",
+        |f| f.store_100k,
+        true,
+        "/s",
+    );
+    row(
+        "SEARCHADDRESS 5,000 entries, first in session",
+        |f| f.search_5k.0,
+        false,
+        "ms",
+    );
+    row(
+        "SEARCHADDRESS 5,000 entries, repeated (median)",
+        |f| f.search_5k.1,
+        false,
+        "ms",
+    );
+    row(
+        "SEARCHADDRESS 100,000 entries, first in session",
+        |f| f.search_100k.0,
+        false,
+        "ms",
+    );
+    row(
+        "SEARCHADDRESS 100,000 entries, repeated (median)",
+        |f| f.search_100k.1,
+        false,
+        "ms",
+    );
+    row(
+        "8 concurrent writers, entries/s",
+        |f| f.concurrent.0,
+        true,
+        "/s",
+    );
     row("idle session RSS", |f| f.idle_kb as f64, false, "KB");
     let survived = |f: &Figures| f.concurrent.1;
     let _ = writeln!(
@@ -397,8 +454,13 @@ fn main() {
         k.per_writer,
         survived(&f_on),
         survived(&f_off),
-        f_cy.as_ref().map(|f| survived(f).to_string()).unwrap_or_else(|| "not run".into())
+        f_cy.as_ref()
+            .map(|f| survived(f).to_string())
+            .unwrap_or_else(|| "not run".into())
     );
-    let _ = writeln!(t, "(ratios: above 1 means imspd is better; for times and memory, 1.8 / imspd)");
+    let _ = writeln!(
+        t,
+        "(ratios: above 1 means imspd is better; for times and memory, 1.8 / imspd)"
+    );
     println!("{t}");
 }

@@ -51,8 +51,7 @@ fn prepare_dev(cli: &mut Cli) -> Result<(), String> {
         std::fs::create_dir_all(dir.join("user")).map_err(|e| format!("{}: {e}", dir.display()))?;
         std::fs::write(dir.join("options"), SAMPLE_OPTIONS)
             .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let hash = imspd::auth::hash::make(b"test")?;
-        imspd::auth::file::set_hash(&dir.join("passwd"), "test", Some(&hash))?;
+        imspd::auth::file::set_password(&dir.join("passwd"), "test", b"test")?;
         eprintln!(
             "imspd: made {} from etc/options.sample, with user test (password test)",
             dir.display()
@@ -87,8 +86,7 @@ fn passwd(cli: &Cli, user: &str, delete: bool) -> Result<(), String> {
     if password.is_empty() {
         return Err("empty password".into());
     }
-    let hash = imspd::auth::hash::make(password.as_bytes())?;
-    imspd::auth::file::set_hash(&path, user, Some(&hash))
+    imspd::auth::file::set_password(&path, user, password.as_bytes())
 }
 
 fn main() -> ExitCode {

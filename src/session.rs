@@ -3,11 +3,14 @@
 //! that sees the connection.
 
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::config::{Settings, VERSION};
 use crate::connection::Connection;
-use crate::handlers::{Flow, Handler, Output};
+use crate::handlers::{ChallengeError, Challenger, Flow, Handler, Output};
 use crate::protocol::{Frame, FrameReader, ParseError, Response, Status, parse_command, writer};
 
 /// Where handlers put untagged data: encoded straight into the
@@ -30,6 +33,38 @@ impl Output for ConnOutput<'_> {
         {
             self.error = Some(e);
         }
+    }
+}
+
+/// SASL challenges over the connection: `+ <base64>`, then one line back
+/// within the idle timeout, `*` to cancel.
+struct ConnChallenger<'a> {
+    conn: &'a mut Connection,
+    reader: &'a mut FrameReader,
+    idle_timeout: Duration,
+}
+
+impl Challenger for ConnChallenger<'_> {
+    fn challenge(&mut self, data: &[u8]) -> Result<Vec<u8>, ChallengeError> {
+        if send(self.conn, &Response::Continue(B64.encode(data))).is_err() {
+            return Err(ChallengeError::Closed);
+        }
+        self.conn
+            .set_read_deadline(Instant::now() + self.idle_timeout);
+        let line = match self.reader.next_line(self.conn) {
+            Ok(Some(l)) => l,
+            Ok(None) => return Err(ChallengeError::Invalid("response line too long".into())),
+            Err(e) => {
+                crate::log_debug!("reading a SASL response: {e}");
+                return Err(ChallengeError::Closed);
+            }
+        };
+        let line = line.trim_ascii();
+        if line == b"*" {
+            return Err(ChallengeError::Cancelled);
+        }
+        B64.decode(line)
+            .map_err(|_| ChallengeError::Invalid("response is not valid base64".into()))
     }
 }
 
@@ -92,7 +127,9 @@ pub fn serve(mut conn: Connection, settings: &Settings, peer: &str) {
                     settings.limits.max_literal
                 ),
             ),
-            Frame::Command(bytes) => command(&mut conn, &mut handler, &bytes),
+            Frame::Command(bytes) => {
+                command(&mut conn, &mut reader, &mut handler, &bytes, settings)
+            }
         };
         if !flow {
             break;
@@ -111,7 +148,13 @@ fn refuse(conn: &mut Connection, tag: Option<String>, text: String) -> bool {
 }
 
 /// Parse and run one command; false when the session is over.
-fn command(conn: &mut Connection, handler: &mut Handler, bytes: &[u8]) -> bool {
+fn command(
+    conn: &mut Connection,
+    reader: &mut FrameReader,
+    handler: &mut Handler,
+    bytes: &[u8],
+    settings: &Settings,
+) -> bool {
     let (tag, cmd) = match parse_command(bytes) {
         Ok(x) => x,
         Err(ParseError::BadTag) => {
@@ -125,12 +168,30 @@ fn command(conn: &mut Connection, handler: &mut Handler, bytes: &[u8]) -> bool {
             return send(conn, &Response::tagged(&tag, Status::Bad, message)).is_ok();
         }
     };
-    let mut out = ConnOutput { conn, error: None };
-    let done = handler.dispatch(cmd, &mut out);
-    if let Some(e) = out.error {
-        crate::log_debug!("write failed: {e}");
-        return false;
-    }
+    let done = if matches!(cmd, crate::protocol::Command::Authenticate { .. }) {
+        // The exchange comes first; untagged data is sent after it.
+        let mut collected: Vec<Response> = Vec::new();
+        let mut ch = ConnChallenger {
+            conn,
+            reader,
+            idle_timeout: settings.idle_timeout,
+        };
+        let done = handler.dispatch_with(cmd, &mut collected, &mut ch);
+        for r in &collected {
+            let mut buf = Vec::new();
+            writer::encode(r, &mut buf);
+            conn.queue(&buf);
+        }
+        done
+    } else {
+        let mut out = ConnOutput { conn, error: None };
+        let done = handler.dispatch(cmd, &mut out);
+        if let Some(e) = out.error {
+            crate::log_debug!("write failed: {e}");
+            return false;
+        }
+        done
+    };
     let r = Response::Tagged {
         tag,
         status: done.status,

@@ -1,11 +1,27 @@
-//! Authentication: password backends behind one trait, tried in order.
-//! The `file` backend (a password file in the data directory) is the
-//! default.
+//! Authentication: password backends behind one trait, tried in the order
+//! of the global list option `imsp.auth.backends` (default `(file)`):
+//!
+//! - `file`: the password file (`imsp.auth.passwd.file`, or `passwd` in the
+//!   data directory), which also holds the secrets of CRAM-MD5 and
+//!   SCRAM-SHA-256;
+//! - `unix`: system accounts through PAM (`imsp.auth.pam.service`, default
+//!   `imsp`) or, with `imsp.auth.unix.method N shadow`, the shadow file
+//!   (`imsp.auth.shadow.file`, default `/etc/shadow`);
+//! - `saslauthd`: a running saslauthd (`imsp.auth.saslauthd.socket`,
+//!   `imsp.auth.saslauthd.service` default `imsp`, `imsp.auth.saslauthd.realm`).
+//!
+//! The first backend that accepts wins; a backend that fails (file
+//! unreadable, daemon down) is logged and the next one is tried.
 
 pub mod file;
 pub mod hash;
+pub mod saslauthd;
+pub mod scram;
+pub mod secrets;
+pub mod unix;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::store::options::OptionTable;
 
@@ -25,9 +41,19 @@ pub trait PasswordBackend {
     fn check(&self, user: &str, password: &[u8]) -> Result<Verdict, String>;
 }
 
+/// The backend names `imsp.auth.backends` may list.
+pub const BACKENDS: [&str; 3] = ["file", "unix", "saslauthd"];
+
 /// The authentication module of one session.
 pub struct Auth {
     data_dir: PathBuf,
+}
+
+fn text_option(global: &OptionTable, name: &str) -> Option<String> {
+    global
+        .value(name)
+        .map(|v| String::from_utf8_lossy(&v).trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 impl Auth {
@@ -40,21 +66,119 @@ impl Auth {
     /// The password file: `imsp.auth.passwd.file`, or `passwd` in the data
     /// directory.
     pub fn password_file(&self, global: &OptionTable) -> PathBuf {
-        match global.value("imsp.auth.passwd.file") {
-            Some(p) if !p.is_empty() => PathBuf::from(String::from_utf8_lossy(&p).into_owned()),
-            _ => self.data_dir.join("passwd"),
+        match text_option(global, "imsp.auth.passwd.file") {
+            Some(p) => PathBuf::from(p),
+            None => self.data_dir.join("passwd"),
+        }
+    }
+
+    /// The configured backend names, in order (unknown names dropped with
+    /// a warning).
+    pub fn backend_names(&self, global: &OptionTable) -> Vec<String> {
+        let listed = global.list("imsp.auth.backends");
+        if listed.is_empty() {
+            return vec!["file".to_string()];
+        }
+        listed
+            .into_iter()
+            .map(|n| n.to_ascii_lowercase())
+            .filter(|n| {
+                let known = BACKENDS.contains(&n.as_str());
+                if !known {
+                    crate::log_warn!("imsp.auth.backends: unknown backend '{n}' ignored");
+                }
+                known
+            })
+            .collect()
+    }
+
+    /// Whether the password file is one of the backends (the
+    /// challenge-response mechanisms need it).
+    pub fn uses_file(&self, global: &OptionTable) -> bool {
+        self.backend_names(global).iter().any(|n| n == "file")
+    }
+
+    fn backend(&self, global: &OptionTable, name: &str) -> Box<dyn PasswordBackend> {
+        match name {
+            "unix" => {
+                let method = text_option(global, "imsp.auth.unix.method")
+                    .unwrap_or_else(|| "pam".into())
+                    .to_ascii_lowercase();
+                if method == "shadow" {
+                    Box::new(unix::ShadowBackend {
+                        path: text_option(global, "imsp.auth.shadow.file")
+                            .map(PathBuf::from)
+                            .unwrap_or_else(|| PathBuf::from("/etc/shadow")),
+                    })
+                } else {
+                    if method != "pam" {
+                        crate::log_warn!("imsp.auth.unix.method: unknown '{method}', using pam");
+                    }
+                    Box::new(unix::PamBackend {
+                        service: text_option(global, "imsp.auth.pam.service")
+                            .unwrap_or_else(|| "imsp".into()),
+                    })
+                }
+            }
+            "saslauthd" => Box::new(saslauthd::SaslauthdBackend {
+                socket: text_option(global, "imsp.auth.saslauthd.socket")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(saslauthd::SaslauthdBackend::default_socket),
+                service: text_option(global, "imsp.auth.saslauthd.service")
+                    .unwrap_or_else(|| "imsp".into()),
+                realm: text_option(global, "imsp.auth.saslauthd.realm").unwrap_or_default(),
+                timeout: Duration::from_secs(10),
+            }),
+            _ => Box::new(file::FileBackend::new(self.password_file(global))),
         }
     }
 
     /// Check a user name and password against the configured backends.
     pub fn check(&self, global: &OptionTable, user: &str, password: &[u8]) -> Verdict {
-        let backend = file::FileBackend::new(self.password_file(global));
-        match backend.check(user, password) {
-            Ok(v) => v,
-            Err(e) => {
-                crate::log_error!("auth backend {}: {e}", backend.name());
-                Verdict::Rejected
+        for name in self.backend_names(global) {
+            let backend = self.backend(global, &name);
+            match backend.check(user, password) {
+                Ok(Verdict::Accepted) => {
+                    crate::log_debug!("{user} accepted by the {name} backend");
+                    return Verdict::Accepted;
+                }
+                Ok(Verdict::Rejected) => {}
+                Err(e) => crate::log_error!("auth backend {name}: {e}"),
             }
+        }
+        Verdict::Rejected
+    }
+
+    /// The password file's line of `user`, when the file is a backend.
+    pub fn file_entry(&self, global: &OptionTable, user: &str) -> Option<file::Entry> {
+        if !self.uses_file(global) {
+            return None;
+        }
+        match file::lookup(&self.password_file(global), user) {
+            Ok(e) => e,
+            Err(e) => {
+                crate::log_error!("auth backend file: {e}");
+                None
+            }
+        }
+    }
+
+    /// A SCRAM secret for a user the file does not know (or has no SCRAM
+    /// secret for), so that the exchange fails only at the proof, like a
+    /// wrong password, and the salt stays the same from one try to the next.
+    pub fn decoy_scram(&self, user: &str) -> secrets::ScramSecret {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"imspd decoy salt\0");
+        h.update(self.data_dir.as_os_str().as_encoded_bytes());
+        h.update(b"\0");
+        h.update(user.as_bytes());
+        let salt = h.finalize()[..16].to_vec();
+        secrets::ScramSecret {
+            iterations: secrets::SCRAM_ITERATIONS,
+            salt,
+            stored_key: secrets::random_bytes(32),
+            server_key: secrets::random_bytes(32),
         }
     }
 }

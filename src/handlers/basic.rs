@@ -5,7 +5,13 @@ use crate::protocol::{Data, Response};
 
 impl Handler<'_> {
     pub(super) fn capabilities(&self) -> Vec<String> {
-        vec!["LITERAL+".to_string()]
+        let mut caps: Vec<String> = self
+            .mechanisms()
+            .iter()
+            .map(|m| format!("AUTH={m}"))
+            .collect();
+        caps.push("LITERAL+".to_string());
+        caps
     }
 
     pub(super) fn capability(&mut self, out: &mut dyn Output) -> Done {
@@ -14,7 +20,8 @@ impl Handler<'_> {
     }
 
     pub(super) fn logout(&mut self, out: &mut dyn Output) -> Done {
-        // Locks are free once the client has its OK.
+        // Before the answer, so that a client told "logged out" finds the
+        // locks free.
         self.release_locks();
         out.send(Response::bye("Logging user out"));
         Done::ok("Logging user out").closing()

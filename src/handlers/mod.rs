@@ -4,6 +4,7 @@
 
 mod acl;
 mod addressbook;
+mod authenticate;
 mod basic;
 mod locks;
 mod login;
@@ -27,6 +28,33 @@ pub trait Output {
 impl Output for Vec<Response> {
     fn send(&mut self, r: Response) {
         self.push(r);
+    }
+}
+
+/// Why a SASL challenge got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChallengeError {
+    /// The client answered `*`.
+    Cancelled,
+    /// The answer was not base64, or too long: the reason.
+    Invalid(String),
+    /// The connection is gone (closed, idle, write failed).
+    Closed,
+}
+
+/// How a handler runs a SASL exchange without seeing the connection: the
+/// session sends `+ <base64 of data>` and returns the client's decoded
+/// answer line.
+pub trait Challenger {
+    fn challenge(&mut self, data: &[u8]) -> Result<Vec<u8>, ChallengeError>;
+}
+
+/// For callers with no client to ask: every challenge is cancelled.
+pub struct NoChallenges;
+
+impl Challenger for NoChallenges {
+    fn challenge(&mut self, _data: &[u8]) -> Result<Vec<u8>, ChallengeError> {
+        Err(ChallengeError::Cancelled)
     }
 }
 
@@ -118,6 +146,12 @@ pub struct Handler<'a> {
     pub(crate) holder: Option<Holder>,
     /// Users whose `alock` files hold locks of this session.
     pub(crate) lock_owners: BTreeSet<String>,
+    /// Whether the session may only look, not change: set when an
+    /// `imsp.admin.subs` / `imsp.admin.bboards` administrator acts as
+    /// another user (see [`login::AdminLevel`]).
+    pub(crate) view_only: bool,
+    /// Failed LOGIN / AUTHENTICATE attempts in this session.
+    pub(crate) login_failures: u32,
 }
 
 impl<'a> Handler<'a> {
@@ -133,6 +167,8 @@ impl<'a> Handler<'a> {
             global: None,
             holder: None,
             lock_owners: BTreeSet::new(),
+            view_only: false,
+            login_failures: 0,
         }
     }
 
@@ -172,8 +208,24 @@ impl<'a> Handler<'a> {
             .is_some_and(|u| self.listed_in("imsp.admin.all", u))
     }
 
-    /// Run one command.
+    /// Run one command that needs no SASL exchange with the client.
     pub fn dispatch(&mut self, cmd: Command, out: &mut dyn Output) -> Done {
+        self.dispatch_with(cmd, out, &mut NoChallenges)
+    }
+
+    /// Run one command; AUTHENTICATE talks to the client through `ch`.
+    pub fn dispatch_with(
+        &mut self,
+        cmd: Command,
+        out: &mut dyn Output,
+        ch: &mut dyn Challenger,
+    ) -> Done {
+        if self.view_only && login::changes_data(&cmd) {
+            return Done::no(format!(
+                "Permission denied: {} as another user is view-only at your administration level",
+                cmd.name().to_uppercase()
+            ));
+        }
         if self.user.is_none() && !cmd.allowed_before_login() {
             return Done::no(format!(
                 "User must LOGIN to execute command '{}'",
@@ -187,7 +239,11 @@ impl<'a> Handler<'a> {
             Command::Noop => Done::completed("noop"),
             Command::Capability => self.capability(out),
             Command::Logout => self.logout(out),
-            Command::Login { user, password } => self.login(&user, &password),
+            Command::Login { user, password } => self.login(&user, &password, out),
+            Command::Authenticate {
+                mechanism,
+                initial_response,
+            } => self.authenticate(&mechanism, initial_response, out, ch),
             Command::Get { pattern } => self.get(&pattern, out),
             Command::Set { option, value } => self.set(&option, Some(&value)),
             Command::Unset { option } => self.set(&option, None),
@@ -232,7 +288,7 @@ impl<'a> Handler<'a> {
     /// The session is over, however it ended: release its locks.
     pub fn end(&mut self) {
         self.release_locks();
-        if let Some(u) = &self.user {
+        if let Some(u) = &self.login_user {
             crate::log_login!("logout: {u} from {}", self.peer);
         }
         crate::log_debug!("{}: session ended", self.peer);

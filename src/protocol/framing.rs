@@ -202,6 +202,17 @@ impl FrameReader {
         }
     }
 
+    /// Read one plain line (no literals), e.g. the answer to a SASL
+    /// challenge: `Ok(None)` when it was over `max_line` (it was skipped
+    /// whole); `UnexpectedEof` when the client closed the connection.
+    pub fn next_line<T: Transport>(&mut self, t: &mut T) -> io::Result<Option<Vec<u8>>> {
+        match self.read_line(t, self.limits.max_line)? {
+            Line::Complete(l) => Ok(Some(l)),
+            Line::TooLong { .. } => Ok(None),
+            Line::Eof => Err(io::ErrorKind::UnexpectedEof.into()),
+        }
+    }
+
     /// Read the next command frame.
     pub fn next_frame<T: Transport>(&mut self, t: &mut T) -> io::Result<Frame> {
         let mut frame = Vec::new();
