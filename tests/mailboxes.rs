@@ -435,3 +435,87 @@ fn mailbox_commands_on_the_servers() {
     assert!(fetched.iter().all(|f| f.internal_date().is_some()));
     let _ = d.logout();
 }
+
+/// Append lines to the global options file (read afresh by each command).
+fn add_options(s: &Server, lines: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(s.path("options"))
+        .unwrap();
+    f.write_all(lines.as_bytes()).unwrap();
+}
+
+#[test]
+fn servers_down_and_the_proxy_identity() {
+    let mut site = site(&["imsp.mailbox.refresh N 1"]);
+    let (s1, s2) = (site.s1(), site.s2());
+    // The refresh is periodic: a mailbox made on a server shows up.
+    site.d1.create(&["bboard.fresh"]);
+    let n = site.s.log().matches("mailbox refresh: done").count();
+    wait_refreshes(&site.s, n + 1);
+    assert!(
+        site.s
+            .read("mailboxes")
+            .contains(&format!("bboard.fresh * . ({s1}) \n"))
+    );
+
+    // A server that is down keeps its last known mailboxes, and is logged.
+    site.d2.stop();
+    let n = site.s.log().matches("mailbox refresh: done").count();
+    wait_refreshes(&site.s, n + 1);
+    let log = site.s.log();
+    assert!(
+        log.contains(&format!(
+            "mailbox refresh: {s2} unreachable, keeping its last known mailboxes"
+        )),
+        "{log}"
+    );
+    let mb = site.s.read("mailboxes");
+    assert!(mb.contains(&format!("user.barney * . ({s2}) \n")), "{mb}");
+    assert!(
+        mb.contains(&format!("bboard.news * . ({s1} {s2}) \n")),
+        "{mb}"
+    );
+
+    // CREATE on a server that is down: a quick NO, nothing changed; on
+    // two servers, the one that worked is rolled back.
+    let mut admin = site.s.login("admin");
+    let start = Instant::now();
+    let t = admin.fails(&format!("CREATE bboard.z ({s2})"), "NO");
+    assert!(
+        t.contains(&format!("IMAP server {s2}: connect failed")),
+        "{t}"
+    );
+    let t = admin.fails(&format!("CREATE bboard.z ({s1} {s2})"), "NO");
+    assert!(t.contains(&s2), "{t}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(!site.d1.mailboxes().contains(&"bboard.z".to_string()));
+    assert!(!site.s.read("mailboxes").contains("bboard.z"));
+    // The same for the other commands that reach the server.
+    let mut fred = site.s.login("fred");
+    admin.fails("DELETE user.barney", "NO");
+    assert!(site.s.read("mailboxes").contains("user.barney "));
+    fred.fails("GETACL MAILBOX user.barney", "NO");
+
+    // Bad input is refused with a reason, never a crash.
+    fred.fails("CREATE \"../../etc/passwd\"", "NO");
+    fred.fails("LIST", "BAD");
+    fred.fails(&format!("DELETE user.fred.x {s2}"), "NO");
+
+    // The proxy identity (SASL PLAIN, authorized as the user): it works,
+    // and it is what is used (a wrong proxy password fails). Last, since
+    // Dovecot slows down logins from an address after a failed one.
+    add_options(&site.s, "imsp.proxy.login N proxy\n");
+    fred.ok("CREATE user.fred.viaproxy");
+    assert!(
+        site.d1
+            .mailboxes()
+            .contains(&"user.fred.viaproxy".to_string())
+    );
+    add_options(&site.s, "imsp.proxy.password N wrong\n");
+    let t = fred.fails("CREATE user.fred.viaproxy2", "NO");
+    assert!(t.contains("AUTHENTICATE PLAIN as proxy for fred"), "{t}");
+    assert!(!site.s.read("mailboxes").contains("user.fred.viaproxy2"));
+    fred.ok("NOOP");
+}

@@ -86,6 +86,8 @@ ssl_key = <{d}/key.pem
 auth_mechanisms = plain login
 disable_plaintext_auth = no
 auth_master_user_separator = *
+# Tests try a wrong password on purpose: answer at once.
+auth_failure_delay = 0
 passdb {{
   driver = passwd-file
   args = {d}/masters
