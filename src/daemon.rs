@@ -89,8 +89,9 @@ pub fn run(
         if STOP.load(Ordering::SeqCst) > 0 {
             break;
         }
-        periodic.run_due(settings);
         let Some(ls) = listeners.as_ref() else { break };
+        let listen_fds: Vec<i32> = ls.iter().map(|l| l.as_raw_fd()).collect();
+        periodic.run_due(settings, &listen_fds);
         let mut fds: Vec<libc::pollfd> = ls
             .iter()
             .map(|l| libc::pollfd {
@@ -220,15 +221,23 @@ fn spawn_session(
     }
 }
 
-/// Work the listener does between accepts.
+/// Work the listener does between accepts: the refresh of the mailbox
+/// list from the IMAP servers (see [`crate::refresh`]), in a forked child
+/// so that accepts never wait on it.
 struct Periodic {
     next: Instant,
+    /// The refresh child while it runs.
+    refreshing: Option<Pid>,
+    /// The first round (at start) is over.
+    started: bool,
 }
 
 impl Periodic {
     fn new() -> Periodic {
         Periodic {
             next: Instant::now(),
+            refreshing: None,
+            started: false,
         }
     }
 
@@ -239,15 +248,64 @@ impl Periodic {
             .min(i32::MAX as u128) as i32
     }
 
-    /// The place for periodic work of the listener: the refresh of the
-    /// mailbox list from the IMAP servers comes here (in a forked child, so
-    /// that accepts never wait on it).
-    fn run_due(&mut self, _settings: &Settings) {
+    fn run_due(&mut self, settings: &Settings, listen_fds: &[i32]) {
         let now = Instant::now();
         if now < self.next {
             return;
         }
-        self.next = now + Duration::from_secs(60);
+        // The child is reaped with the sessions; gone means finished.
+        if let Some(pid) = self.refreshing
+            && signal::kill(pid, None).is_ok()
+        {
+            self.next = now + Duration::from_secs(1);
+            return;
+        }
+        self.refreshing = None;
+        let mut store = crate::store::Store::open(&settings.data_dir);
+        let (due, every) = match store.global_options() {
+            Ok(o) => {
+                let missing = !store.mailboxes_path().exists();
+                let every = crate::refresh::interval(&o);
+                // Build the list when it is missing; refresh it when due;
+                // nothing to do without IMAP servers.
+                let servers = !o.list("imsp.imap.servers").is_empty();
+                (servers && (missing || (every > 0 && self.started)), every)
+            }
+            Err(e) => {
+                crate::log_error!("mailbox refresh: cannot read the options: {e}");
+                (false, 60)
+            }
+        };
+        self.started = true;
+        self.next = now + Duration::from_secs(if every == 0 { 60 } else { every });
+        if due {
+            self.refreshing = spawn_refresh(settings, listen_fds);
+        }
+    }
+}
+
+/// Fork the child that refreshes `mailboxes`.
+fn spawn_refresh(settings: &Settings, listen_fds: &[i32]) -> Option<Pid> {
+    // SAFETY: the listener is single-threaded, so the child may run freely.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { child }) => Some(child),
+        Ok(ForkResult::Child) => {
+            for fd in listen_fds {
+                // SAFETY: closing the child's copies of the listener fds.
+                unsafe { libc::close(*fd) };
+            }
+            for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD] {
+                let _ = install(sig, SigHandler::SigDfl);
+            }
+            crate::log::reopen();
+            let mut store = crate::store::Store::open(&settings.data_dir);
+            crate::refresh::run_logged(&mut store);
+            std::process::exit(0);
+        }
+        Err(e) => {
+            crate::log_error!("mailbox refresh: fork failed: {e}");
+            None
+        }
     }
 }
 

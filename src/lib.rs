@@ -16,5 +16,7 @@ pub mod daemon;
 pub mod handlers;
 pub mod pattern;
 pub mod protocol;
+pub mod proxy;
+pub mod refresh;
 pub mod session;
 pub mod store;

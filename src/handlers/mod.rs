@@ -8,13 +8,14 @@ mod authenticate;
 mod basic;
 mod locks;
 mod login;
+mod mailboxes;
 mod options;
 
 use std::collections::BTreeSet;
 
 use crate::auth::Auth;
 use crate::config::Settings;
-use crate::protocol::{AclKind, Command, Response, Status};
+use crate::protocol::{AclKind, Command, MailboxListKind, Response, Status};
 use crate::store::alock::Holder;
 use crate::store::options::OptionTable;
 use crate::store::{Store, StoreError};
@@ -278,10 +279,48 @@ impl<'a> Handler<'a> {
                 kind: AclKind::AddressBook,
                 object,
             } => self.book_myrights(&object, out),
-            other => Done::no(format!(
-                "{} is not available on this server yet",
-                other.name().to_uppercase()
-            )),
+            // Mailboxes (handlers/mailboxes.rs).
+            Command::List { reference, pattern } => {
+                self.mailbox_list(MailboxListKind::List, &reference, &pattern, out)
+            }
+            Command::Lsub { reference, pattern } => {
+                self.mailbox_list(MailboxListKind::Lsub, &reference, &pattern, out)
+            }
+            Command::Unseen { reference, pattern } => {
+                self.mailbox_list(MailboxListKind::Unseen, &reference, &pattern, out)
+            }
+            Command::Subscribe { mailbox } => self.subscribe(&mailbox, true),
+            Command::Unsubscribe { mailbox } => self.subscribe(&mailbox, false),
+            Command::Last { mailbox, uid } => self.last(&mailbox, &uid),
+            Command::Seen { mailbox, uid, user } => self.seen(&mailbox, &uid, &user),
+            Command::Create { mailbox, servers } => self.create(&mailbox, &servers),
+            Command::Delete { mailbox, host } => self.delete(&mailbox, host.as_deref()),
+            Command::Rename { old, new } => self.rename(&old, &new),
+            Command::Replace { old, new } => self.replace(&old, &new),
+            Command::Move {
+                mailbox,
+                host,
+                servers,
+            } => self.move_mailbox(&mailbox, &host, &servers),
+            Command::SetAcl {
+                kind: AclKind::Mailbox,
+                object,
+                identifier,
+                rights,
+            } => self.set_mailbox_acl(&object, &identifier, Some(&rights)),
+            Command::DeleteAcl {
+                kind: AclKind::Mailbox,
+                object,
+                identifier,
+            } => self.set_mailbox_acl(&object, &identifier, None),
+            Command::GetAcl {
+                kind: AclKind::Mailbox,
+                object,
+            } => self.get_mailbox_acl(&object, false, out),
+            Command::MyRights {
+                kind: AclKind::Mailbox,
+                object,
+            } => self.get_mailbox_acl(&object, true, out),
         }
     }
 

@@ -371,6 +371,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<fs::Metada
         .map_err(|e| StoreError::io(dir, e))?;
     tmp.write_all(bytes)
         .map_err(|e| StoreError::io(tmp.path(), e))?;
+    // File times come from a coarse clock (a tick of milliseconds) and
+    // renames let inode numbers be reused, so two same-sized writes in one
+    // tick could look alike to the cache: stamp the file with the precise
+    // time instead.
+    tmp.as_file()
+        .set_modified(std::time::SystemTime::now())
+        .map_err(|e| StoreError::io(tmp.path(), e))?;
     if fsync {
         tmp.as_file()
             .sync_all()
@@ -445,6 +452,34 @@ mod tests {
         });
         assert!(e.is_err());
         assert_eq!(fs::read(&p).unwrap(), b"a.opt W edited\n");
+    }
+
+    /// Two processes' caches: each same-sized rewrite by one must be seen
+    /// by the other at once, however quickly they follow each other.
+    #[test]
+    fn same_sized_rewrites_in_quick_succession_are_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("abooks");
+        let (mut a, mut b) = (Files::default(), Files::default());
+        a.fsync = false;
+        b.fsync = false;
+        for i in 0..2000u32 {
+            // Two writes between reads: renames hand the first inode back.
+            for half in 0..2 {
+                let v = format!("{i:04}{half}").into_bytes();
+                b.update::<_, StoreError>(&p, Order::Bytes, |r| {
+                    r.insert(b"k".to_vec(), v);
+                    Ok(((), true))
+                })
+                .unwrap();
+            }
+            let want = format!("{i:04}1").into_bytes();
+            assert_eq!(
+                a.read(&p, Order::Bytes).unwrap().get(b"k"),
+                Some(&want[..]),
+                "write {i}"
+            );
+        }
     }
 
     #[test]

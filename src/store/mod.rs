@@ -11,9 +11,11 @@ pub mod abook;
 pub mod alock;
 pub mod codec;
 pub mod file;
+pub mod mailboxes;
 pub mod names;
 pub mod options;
 pub mod quota;
+pub mod subs;
 
 use std::fs;
 use std::io;

@@ -2,6 +2,8 @@
 //! with a temporary data directory, and a small client that speaks IMSP.
 #![allow(dead_code)]
 
+pub mod dovecot;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

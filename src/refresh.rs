@@ -1,0 +1,147 @@
+//! The refresh of the global `mailboxes` file from the IMAP servers
+//! (`LIST "" *` on each of `imsp.imap.servers`), run by the listener in a
+//! forked child at start when the file is missing and then every
+//! `imsp.mailbox.refresh` seconds (default 300; 0: only at start).
+//!
+//! A server that cannot be reached keeps its last known mailboxes. LAST
+//! UIDs and ACLs already known are kept. The proxy identity
+//! (`imsp.proxy.user`) logs in, authorized as `imsp.refresh.user` when set.
+
+use std::collections::BTreeMap;
+
+use crate::proxy::imap::{ProxyConfig, ProxyError, connect};
+use crate::store::mailboxes::{self, MailboxEntry};
+use crate::store::options::OptionTable;
+use crate::store::{Store, StoreError};
+
+/// What one refresh found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub reached: Vec<String>,
+    pub failed: Vec<(String, String)>,
+    pub mailboxes: usize,
+}
+
+/// Seconds between refreshes.
+pub fn interval(o: &OptionTable) -> u64 {
+    o.number("imsp.mailbox.refresh").unwrap_or(300).max(0) as u64
+}
+
+/// The mailboxes of every server, or why a server could not be asked.
+/// Each server's name and its mailboxes (name, separator), or the error.
+type Survey = Vec<(String, Result<Vec<(String, Option<u8>)>, ProxyError>)>;
+
+fn survey(o: &OptionTable) -> Survey {
+    let cfg = ProxyConfig::from_options(o);
+    let refresh_user = o
+        .value("imsp.refresh.user")
+        .map(|v| String::from_utf8_lossy(&v).trim().to_string())
+        .filter(|s| !s.is_empty());
+    let cred = cfg.proxy_as(refresh_user.as_deref());
+    cfg.servers
+        .iter()
+        .map(|spec| {
+            let r = match &cred {
+                None => Err(ProxyError(
+                    "no proxy identity (imsp.proxy.user, imsp.proxy.password) to list mailboxes"
+                        .into(),
+                )),
+                Some(cred) => connect(&cfg, spec, cred).and_then(|mut c| {
+                    let l = c.list_all();
+                    c.logout();
+                    l
+                }),
+            };
+            (spec.name.clone(), r)
+        })
+        .collect()
+}
+
+/// Merge what the servers said into `mailboxes`.
+pub fn refresh(store: &mut Store) -> Result<Report, StoreError> {
+    let o = store.global_options()?;
+    let found = survey(&o);
+    let configured: Vec<String> = found.iter().map(|(s, _)| s.clone()).collect();
+    let mut report = Report::default();
+    store.update_mailboxes(|recs| {
+        let mut next: BTreeMap<String, MailboxEntry> = BTreeMap::new();
+        // What is known of the servers that did not answer stays.
+        for (name, mut e) in mailboxes::entries(recs) {
+            e.servers.retain(|s| {
+                configured.iter().any(|c| c.eq_ignore_ascii_case(s))
+                    && found
+                        .iter()
+                        .any(|(srv, r)| srv.eq_ignore_ascii_case(s) && r.is_err())
+            });
+            next.insert(name, e);
+        }
+        let old = recs.clone();
+        for (server, r) in &found {
+            let Ok(names) = r else { continue };
+            for (name, sep) in names {
+                if mailboxes::check_name(name.as_bytes()).is_err() {
+                    crate::log_warn!("mailbox refresh: {server}: skipped unusable name {name:?}");
+                    continue;
+                }
+                let e = next.entry(name.clone()).or_insert_with(|| {
+                    let mut e = MailboxEntry::new(Vec::new());
+                    if let Some(c) = sep {
+                        e.flags = vec![*c];
+                    }
+                    e
+                });
+                if !e.servers.iter().any(|s| s.eq_ignore_ascii_case(server)) {
+                    e.servers.push(server.clone());
+                }
+            }
+        }
+        // Keep the known order of servers (the first is the master).
+        for (name, e) in next.iter_mut() {
+            if let Some(prev) = mailboxes::get(&old, name) {
+                e.servers.sort_by_key(|s| {
+                    prev.servers
+                        .iter()
+                        .position(|p| p == s)
+                        .unwrap_or(usize::MAX)
+                });
+            }
+        }
+        let mut fresh = crate::store::Records::new(mailboxes::ORDER);
+        for (name, e) in next.iter().filter(|(_, e)| !e.servers.is_empty()) {
+            mailboxes::put(&mut fresh, name, e);
+        }
+        report.mailboxes = fresh.len();
+        *recs = fresh;
+        Ok(((), true))
+    })?;
+    for (server, r) in found {
+        match r {
+            Ok(_) => report.reached.push(server),
+            Err(e) => report.failed.push((server, e.0)),
+        }
+    }
+    Ok(report)
+}
+
+/// Run one refresh and log how it went (the body of the listener's child).
+pub fn run_logged(store: &mut Store) {
+    if let Ok(o) = store.global_options() {
+        crate::log::set_level(o.number("imsp.log.level").unwrap_or(2).clamp(0, 9) as u8);
+    }
+    match refresh(store) {
+        Ok(r) => {
+            for (server, why) in &r.failed {
+                crate::log_warn!(
+                    "mailbox refresh: {server} unreachable, keeping its last known mailboxes: {why}"
+                );
+            }
+            crate::log_admin!(
+                "mailbox refresh: done, {} mailboxes from {} of {} servers",
+                r.mailboxes,
+                r.reached.len(),
+                r.reached.len() + r.failed.len()
+            );
+        }
+        Err(e) => crate::log_error!("mailbox refresh failed: {e}"),
+    }
+}

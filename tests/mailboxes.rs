@@ -1,0 +1,521 @@
+//! Mailboxes against two real IMAP servers (Dovecot, package
+//! dovecot-imapd): the refresh of `mailboxes`, LIST/LSUB/UNSEEN,
+//! subscriptions, LAST/SEEN, and CREATE/DELETE/RENAME/REPLACE/MOVE and the
+//! mailbox ACL commands carried out by the proxy-IMAP client, each checked
+//! on the IMAP servers themselves.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Server;
+use common::dovecot::Dovecot;
+
+struct Site {
+    d1: Dovecot,
+    d2: Dovecot,
+    s: Server,
+}
+
+impl Site {
+    fn s1(&self) -> String {
+        self.d1.name()
+    }
+    fn s2(&self) -> String {
+        self.d2.name()
+    }
+}
+
+/// Wait until the daemon's log shows `n` finished refreshes.
+fn wait_refreshes(s: &Server, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.log().matches("mailbox refresh: done").count() < n {
+        assert!(
+            Instant::now() < deadline,
+            "no mailbox refresh:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Two Dovecots with mailboxes, and imspd managing both.
+fn site(extra: &[&str]) -> Site {
+    let d1 = Dovecot::start();
+    let d2 = Dovecot::start();
+    d1.create(&[
+        "user.fred",
+        "user.fred.work",
+        "bboard.news",
+        "user.barney.old",
+    ]);
+    d2.create(&["user.barney", "bboard.news", "bboard.comp.mail"]);
+    let mut b = Server::builder()
+        .user("imapd", "imappw")
+        .option_line(&format!(
+            "imsp.imap.servers R ({} {}/dovecot)",
+            d1.name(),
+            d2.name()
+        ))
+        .option_line("imsp.proxy.user N proxy")
+        .option_line("imsp.proxy.password N proxypw")
+        .option_line("imsp.refresh.user N admin")
+        .option_line("imsp.proxy.tls N require")
+        .option_line("imsp.proxy.tls.verify N -")
+        .option_line("imsp.proxy.timeout N 3")
+        .option_line("imsp.user.inbox R user.$USER")
+        .option_line("imsp.admin.bboards N (postmaster)")
+        .option_line("imsp.admin.subs N (arbitron)")
+        .option_line("imsp.imap.identities N (imapd)")
+        .option_line("imsp.default.subs N (INBOX bboard.news)")
+        .option_line("imsp.required.subs N (bboard.news)")
+        .option_line("imsp.external.subs N +")
+        .option_line(&format!("imsp.new.mailbox.servers N ({})", d2.name()));
+    for l in extra {
+        b = b.option_line(l);
+    }
+    let s = b.start();
+    wait_refreshes(&s, 1);
+    Site { d1, d2, s }
+}
+
+#[test]
+fn refresh_lists_and_subscriptions() {
+    let site = site(&[]);
+    let (s1, s2) = (site.s1(), site.s2());
+    let s = &site.s;
+    // The mailboxes file as built from LIST "" * on both servers.
+    assert_eq!(
+        s.read("mailboxes"),
+        format!(
+            "bboard.comp.mail * . ({s2}) \n\
+             bboard.news * . ({s1} {s2}) \n\
+             user.barney * . ({s2}) \n\
+             user.barney.old * . ({s1}) \n\
+             user.fred * . ({s1}) \n\
+             user.fred.work * . ({s1}) \n"
+        )
+    );
+    // Users other than administrators see server lists sorted.
+    let both = if s1 < s2 {
+        format!("{s1} {s2}")
+    } else {
+        format!("{s2} {s1}")
+    };
+    let mut fred = s.login("fred");
+    assert_eq!(
+        fred.ok("LIST \"\" *"),
+        vec![
+            format!("* LIST () ({s1}) \".\" INBOX"),
+            "* LIST (\\Noselect) () \".\" bboard".to_string(),
+            "* LIST (\\Noselect) () \".\" bboard.comp".to_string(),
+            format!("* LIST () ({s2}) \".\" bboard.comp.mail"),
+            format!("* LIST () ({both}) \".\" bboard.news"),
+            "* LIST (\\Noselect) () \".\" user".to_string(),
+            format!("* LIST () ({s2}) \".\" user.barney"),
+            format!("* LIST () ({s1}) \".\" user.barney.old"),
+            format!("* LIST () ({s1}) \".\" user.fred.work"),
+        ]
+    );
+    assert_eq!(
+        fred.ok("LIST \"\" %"),
+        vec![
+            format!("* LIST () ({s1}) \".\" INBOX"),
+            "* LIST (\\Noselect) () \".\" bboard".to_string(),
+            "* LIST (\\Noselect) () \".\" user".to_string(),
+        ]
+    );
+    // Reference plus pattern.
+    assert_eq!(
+        fred.ok("LIST bboard. %"),
+        vec![
+            "* LIST (\\Noselect) () \".\" bboard.comp".to_string(),
+            format!("* LIST () ({both}) \".\" bboard.news"),
+        ]
+    );
+    assert_eq!(fred.ok("LIST \"\" nothing.*"), Vec::<String>::new());
+    // A new subs file has the default subscriptions.
+    assert_eq!(
+        fred.ok("LSUB \"\" *"),
+        vec![
+            format!("* LSUB () ({s1}) \".\" INBOX"),
+            format!("* LSUB () ({both}) \".\" bboard.news"),
+        ]
+    );
+    assert_eq!(s.read("user/fred/subs"), "bboard.news 1 0\nuser.fred 1 0\n");
+    fred.ok("SUBSCRIBE bboard.comp.mail");
+    fred.ok("SUBSCRIBE \"{imap.example.org}INBOX\"");
+    let t = fred.fails("SUBSCRIBE no.such.box", "NO");
+    assert!(t.contains("does not exist"), "{t}");
+    let t = fred.fails("SUBSCRIBE \"bad..name\"", "NO");
+    assert!(t.contains("Invalid mailbox name"), "{t}");
+    let t = fred.fails("UNSUBSCRIBE bboard.news", "NO");
+    assert!(t.contains("required"), "{t}");
+    fred.ok("UNSUBSCRIBE INBOX");
+    let t = fred.fails("UNSUBSCRIBE INBOX", "NO");
+    assert!(t.contains("Not subscribed"), "{t}");
+    assert_eq!(
+        fred.ok("LSUB \"\" *"),
+        vec![
+            format!("* LSUB () ({s2}) \".\" bboard.comp.mail"),
+            format!("* LSUB () ({both}) \".\" bboard.news"),
+            "* LSUB () () NIL \"{imap.example.org}INBOX\"".to_string(),
+        ]
+    );
+    assert_eq!(
+        s.read("user/fred/subs"),
+        "bboard.comp.mail 1 0\nbboard.news 1 0\nuser.fred 0 0\n{imap.example.org}INBOX 1 0\n"
+    );
+
+    // LAST and SEEN only from the IMAP servers' identity.
+    let t = fred.fails("LAST bboard.news 5", "NO");
+    assert!(t.contains("imsp.imap.identities"), "{t}");
+    let mut imapd = s.connect();
+    imapd.ok("LOGIN imapd imappw");
+    imapd.ok("LAST bboard.news 7");
+    imapd.ok("LAST bboard.comp.mail 3");
+    imapd.fails("LAST bboard.news x7", "BAD");
+    imapd.fails("LAST no.such 1", "NO");
+    imapd.ok("SEEN bboard.comp.mail 3 fred");
+    imapd.fails("SEEN bboard.news 3 ../etc", "NO");
+    assert!(
+        s.read("mailboxes")
+            .contains(&format!("bboard.news 7 . ({s1} {s2}) \n"))
+    );
+    // bboard.comp.mail is seen up to its last UID; the external mailbox's
+    // state is unknown, so it is listed as LSUB would.
+    assert_eq!(
+        fred.ok("UNSEEN \"\" *"),
+        vec![
+            format!("* UNSEEN (\\Marked) ({both}) \".\" bboard.news"),
+            "* UNSEEN () () NIL \"{imap.example.org}INBOX\"".to_string(),
+        ]
+    );
+    assert_eq!(
+        fred.ok("LIST \"\" bboard.*"),
+        vec![
+            "* LIST (\\Noselect) () \".\" bboard.comp".to_string(),
+            format!("* LIST () ({s2}) \".\" bboard.comp.mail"),
+            format!("* LIST (\\Marked) ({both}) \".\" bboard.news"),
+        ]
+    );
+    imapd.ok("SEEN bboard.news 7 fred");
+    assert_eq!(fred.ok("UNSEEN \"\" bboard.*"), Vec::<String>::new());
+    assert!(s.read("user/fred/subs").contains("bboard.news 1 7\n"));
+
+    // Barney's view: his own INBOX, the servers sorted.
+    let mut barney = s.login("barney");
+    assert_eq!(
+        barney.ok("LIST \"\" INBOX"),
+        vec![format!("* LIST () ({s2}) \".\" INBOX")]
+    );
+    // An administrator sees the server list as stored (master first).
+    let mut admin = s.login("admin");
+    let l = admin.ok("LIST \"\" bboard.news");
+    assert_eq!(
+        l,
+        vec![format!("* LIST (\\Marked) ({s1} {s2}) \".\" bboard.news")]
+    );
+}
+
+fn message(subject: &str) -> Vec<u8> {
+    format!("From: fred@example.org\r\nSubject: {subject}\r\n\r\nbody of {subject}\r\n")
+        .into_bytes()
+}
+
+#[test]
+fn mailbox_commands_on_the_servers() {
+    let site = site(&[]);
+    let (s1, s2) = (site.s1(), site.s2());
+    let s = &site.s;
+    let mut fred = s.login("fred");
+
+    // CREATE below a parent goes to the parent's server.
+    fred.ok("CREATE user.fred.projects");
+    assert!(
+        site.d1
+            .mailboxes()
+            .contains(&"user.fred.projects".to_string())
+    );
+    assert!(
+        !site
+            .d2
+            .mailboxes()
+            .contains(&"user.fred.projects".to_string())
+    );
+    assert!(
+        s.read("mailboxes")
+            .contains(&format!("user.fred.projects 0 . ({s1}) \n"))
+    );
+    // Without a parent: imsp.new.mailbox.servers.
+    let mut admin = s.login("admin");
+    admin.ok("CREATE bboard2");
+    assert!(site.d2.mailboxes().contains(&"bboard2".to_string()));
+    // Restrictions.
+    let t = fred.fails("CREATE bboard.mine", "NO");
+    assert!(t.contains("Permission denied"), "{t}");
+    let t = fred.fails(&format!("CREATE user.fred.x ({s2})"), "NO");
+    assert!(t.contains("restricted"), "{t}");
+    fred.fails("CREATE INBOX", "NO");
+    fred.fails("CREATE user.fred.projects", "NO");
+    fred.fails("CREATE \"user.fred.a*b\"", "NO");
+    fred.fails("DELETE INBOX", "NO");
+    let t = fred.fails("DELETE user.barney.old", "NO");
+    assert!(t.contains("Permission denied"), "{t}");
+    // An administrator creates on a list of servers.
+    admin.ok(&format!("CREATE bboard.both ({s1} {s2}/part1)"));
+    assert!(site.d1.mailboxes().contains(&"bboard.both".to_string()));
+    assert!(site.d2.mailboxes().contains(&"bboard.both".to_string()));
+    admin.fails("CREATE bboard.nowhere (imap.invalid:1)", "NO");
+    // DELETE with a host removes one copy.
+    admin.ok(&format!("DELETE bboard.both {s1}"));
+    assert!(!site.d1.mailboxes().contains(&"bboard.both".to_string()));
+    assert!(
+        s.read("mailboxes")
+            .contains(&format!("bboard.both 0 . ({s2}) \n"))
+    );
+    admin.ok("DELETE bboard.both");
+    assert!(!site.d2.mailboxes().contains(&"bboard.both".to_string()));
+    assert!(!s.read("mailboxes").contains("bboard.both"));
+
+    // RENAME twice: `changed` is never chained; subscriptions follow.
+    fred.ok("SUBSCRIBE user.fred.projects");
+    fred.ok("RENAME user.fred.projects user.fred.plans");
+    fred.ok("RENAME user.fred.plans user.fred.archive");
+    assert_eq!(
+        s.read("changed"),
+        "user.fred.plans user.fred.archive\nuser.fred.projects user.fred.archive\n"
+    );
+    assert!(
+        site.d1
+            .mailboxes()
+            .contains(&"user.fred.archive".to_string())
+    );
+    assert!(
+        !site
+            .d1
+            .mailboxes()
+            .contains(&"user.fred.projects".to_string())
+    );
+    let r = fred.cmd("LSUB \"\" user.fred.*");
+    assert_eq!(r.status(), "OK");
+    let u = r.untagged();
+    assert!(
+        u[0].starts_with("* NO Mailbox user.fred.projects was renamed"),
+        "{u:?}"
+    );
+    assert_eq!(u[1], format!("* LSUB () ({s1}) \".\" user.fred.archive"));
+    assert!(s.read("user/fred/subs").contains("user.fred.archive 1 0\n"));
+    assert!(!s.read("user/fred/subs").contains("user.fred.projects"));
+    // Renaming a parent moves what is below it.
+    fred.ok("CREATE user.fred.archive.2024");
+    fred.ok("RENAME user.fred.archive user.fred.old");
+    assert!(
+        site.d1
+            .mailboxes()
+            .contains(&"user.fred.old.2024".to_string())
+    );
+    assert!(
+        s.read("changed")
+            .contains("user.fred.archive.2024 user.fred.old.2024\n")
+    );
+    assert!(
+        s.read("changed")
+            .contains("user.fred.projects user.fred.old\n")
+    );
+    fred.fails("RENAME user.fred.old user.fred.work", "NO");
+    fred.fails("RENAME user.fred.old user.fred.old.inner", "NO");
+
+    // REPLACE: the old one goes, subscribers move to the new one.
+    fred.ok("SUBSCRIBE user.fred.old.2024");
+    fred.ok("REPLACE user.fred.old.2024 user.fred.work");
+    assert!(
+        !site
+            .d1
+            .mailboxes()
+            .contains(&"user.fred.old.2024".to_string())
+    );
+    assert!(
+        s.read("changed")
+            .contains("user.fred.old.2024 user.fred.work\n")
+    );
+    let u = fred.ok("LSUB \"\" user.fred.work");
+    assert!(
+        u.contains(&"* NO Mailbox user.fred.old.2024 was renamed or replaced; your subscription now is to user.fred.work".to_string()),
+        "{u:?}"
+    );
+    assert_eq!(
+        u.last().unwrap(),
+        &format!("* LSUB () ({s1}) \".\" user.fred.work")
+    );
+    fred.fails("REPLACE user.fred.work no.such", "NO");
+
+    // A subscription to a deleted mailbox is removed, and fred is told.
+    fred.ok("DELETE user.fred.old");
+    assert!(!site.d1.mailboxes().contains(&"user.fred.old".to_string()));
+    let u = fred.ok("LSUB \"\" *");
+    assert!(
+        u.contains(
+            &"* NO Mailbox user.fred.old was deleted; your subscription to it was removed"
+                .to_string()
+        ),
+        "{u:?}"
+    );
+    assert!(!s.read("user/fred/subs").contains("user.fred.old "));
+
+    // ACLs pass through to the server's ACL extension.
+    fred.ok("SETACL MAILBOX user.fred.work barney lr");
+    let mut direct = site.d1.session("fred");
+    let acl = direct.get_acl("user.fred.work").unwrap();
+    assert!(
+        acl.parsed()
+            .acls()
+            .iter()
+            .any(|e| e.identifier == "barney" && e.rights.to_string() == "lr"),
+        "{:?}",
+        acl.parsed().acls()
+    );
+    let _ = direct.logout();
+    let acl = fred.ok("GETACL MAILBOX user.fred.work");
+    assert!(
+        acl.contains(&"* ACL MAILBOX user.fred.work barney lr".to_string()),
+        "{acl:?}"
+    );
+    assert!(s.read("mailboxes").contains("barney\tlr\t"));
+    let my = fred.ok("MYRIGHTS MAILBOX INBOX");
+    assert!(
+        my[0].starts_with("* MYRIGHTS MAILBOX INBOX ") && my[0].contains('l'),
+        "{my:?}"
+    );
+    fred.ok("DELETEACL MAILBOX user.fred.work barney");
+    let acl = fred.ok("GETACL MAILBOX user.fred.work");
+    assert!(!acl.iter().any(|l| l.contains("barney")), "{acl:?}");
+    fred.fails("SETACL MAILBOX no.such barney lr", "NO");
+    fred.fails("SETACL MAILBOX user.fred.work barney \"l r\"", "BAD");
+
+    // MOVE: messages, flags and dates are copied, then the source goes.
+    {
+        let mut d = site.d1.session("fred");
+        d.append("user.fred.work", &message("one"))
+            .finish()
+            .unwrap();
+        d.append("user.fred.work", &message("two"))
+            .flag(imap::types::Flag::Seen)
+            .flag(imap::types::Flag::Flagged)
+            .finish()
+            .unwrap();
+        let _ = d.logout();
+    }
+    let t = fred.fails(&format!("MOVE user.fred.work {s1} ({s2})"), "NO");
+    assert!(t.contains("restricted"), "{t}");
+    admin.ok(&format!("MOVE user.fred.work {s1} ({s2})"));
+    assert!(!site.d1.mailboxes().contains(&"user.fred.work".to_string()));
+    assert!(
+        s.read("mailboxes")
+            .contains(&format!("user.fred.work * . ({s2}) "))
+    );
+    let mut d = site.d2.session("fred");
+    d.examine("user.fred.work").unwrap();
+    let fetched = d.fetch("1:*", "(FLAGS INTERNALDATE BODY.PEEK[])").unwrap();
+    let got: Vec<(Vec<u8>, bool, bool)> = fetched
+        .iter()
+        .map(|f| {
+            let flags = f.flags();
+            (
+                f.body().unwrap().to_vec(),
+                flags.contains(&imap::types::Flag::Seen),
+                flags.contains(&imap::types::Flag::Flagged),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![(message("one"), false, false), (message("two"), true, true)]
+    );
+    assert!(fetched.iter().all(|f| f.internal_date().is_some()));
+    let _ = d.logout();
+}
+
+/// Append lines to the global options file (read afresh by each command).
+fn add_options(s: &Server, lines: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(s.path("options"))
+        .unwrap();
+    f.write_all(lines.as_bytes()).unwrap();
+}
+
+#[test]
+fn servers_down_and_the_proxy_identity() {
+    let mut site = site(&["imsp.mailbox.refresh N 1"]);
+    let (s1, s2) = (site.s1(), site.s2());
+    // The refresh is periodic: a mailbox made on a server shows up.
+    site.d1.create(&["bboard.fresh"]);
+    let n = site.s.log().matches("mailbox refresh: done").count();
+    wait_refreshes(&site.s, n + 1);
+    assert!(
+        site.s
+            .read("mailboxes")
+            .contains(&format!("bboard.fresh * . ({s1}) \n"))
+    );
+
+    // A server that is down keeps its last known mailboxes, and is logged.
+    site.d2.stop();
+    let n = site.s.log().matches("mailbox refresh: done").count();
+    wait_refreshes(&site.s, n + 1);
+    let log = site.s.log();
+    assert!(
+        log.contains(&format!(
+            "mailbox refresh: {s2} unreachable, keeping its last known mailboxes"
+        )),
+        "{log}"
+    );
+    let mb = site.s.read("mailboxes");
+    assert!(mb.contains(&format!("user.barney * . ({s2}) \n")), "{mb}");
+    assert!(
+        mb.contains(&format!("bboard.news * . ({s1} {s2}) \n")),
+        "{mb}"
+    );
+
+    // CREATE on a server that is down: a quick NO, nothing changed; on
+    // two servers, the one that worked is rolled back.
+    let mut admin = site.s.login("admin");
+    let start = Instant::now();
+    let t = admin.fails(&format!("CREATE bboard.z ({s2})"), "NO");
+    assert!(
+        t.contains(&format!("IMAP server {s2}: connect failed")),
+        "{t}"
+    );
+    let t = admin.fails(&format!("CREATE bboard.z ({s1} {s2})"), "NO");
+    assert!(t.contains(&s2), "{t}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(!site.d1.mailboxes().contains(&"bboard.z".to_string()));
+    assert!(!site.s.read("mailboxes").contains("bboard.z"));
+    // The same for the other commands that reach the server.
+    let mut fred = site.s.login("fred");
+    admin.fails("DELETE user.barney", "NO");
+    assert!(site.s.read("mailboxes").contains("user.barney "));
+    fred.fails("GETACL MAILBOX user.barney", "NO");
+
+    // Bad input is refused with a reason, never a crash.
+    fred.fails("CREATE \"../../etc/passwd\"", "NO");
+    fred.fails("LIST", "BAD");
+    fred.fails(&format!("DELETE user.fred.x {s2}"), "NO");
+
+    // The proxy identity (SASL PLAIN, authorized as the user): it works,
+    // and it is what is used (a wrong proxy password fails). Last, since
+    // Dovecot slows down logins from an address after a failed one.
+    add_options(&site.s, "imsp.proxy.login N proxy\n");
+    fred.ok("CREATE user.fred.viaproxy");
+    assert!(
+        site.d1
+            .mailboxes()
+            .contains(&"user.fred.viaproxy".to_string())
+    );
+    add_options(&site.s, "imsp.proxy.password N wrong\n");
+    let t = fred.fails("CREATE user.fred.viaproxy2", "NO");
+    assert!(t.contains("AUTHENTICATE PLAIN as proxy for fred"), "{t}");
+    assert!(!site.s.read("mailboxes").contains("user.fred.viaproxy2"));
+    fred.ok("NOOP");
+}
