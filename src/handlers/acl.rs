@@ -41,18 +41,20 @@ impl Handler<'_> {
             };
             let book = self.need_book(raw, 'a')?;
             let owner = owner_of(&book).to_string();
-            let mut acl = self.store.book_acl(&book)?;
-            match new {
-                Some(r) => acl.set(&owner, &id, r),
-                None => {
-                    if !acl.delete(&owner, &id) {
-                        return Err(Done::no(format!(
-                            "'{id}' has no rights on address book '{book}'"
-                        )));
+            let changed = self.store.modify_book_acl(&book, |acl| {
+                Ok(match new {
+                    Some(r) => {
+                        acl.set(&owner, &id, r);
+                        true
                     }
-                }
+                    None => acl.delete(&owner, &id),
+                })
+            })?;
+            if !changed {
+                return Err(Done::no(format!(
+                    "'{id}' has no rights on address book '{book}'"
+                )));
             }
-            self.store.write_book_acl(&book, Some(&acl))?;
             Ok(())
         })();
         match r {

@@ -217,12 +217,15 @@ impl Store {
             recs.insert(new.as_bytes().to_vec(), Vec::new());
             Ok::<_, StoreError>(((), true))
         })?;
-        let acl = self.book_acl(old)?;
-        if !acl.is_default_for(&owner) {
-            self.write_book_acl(new, Some(&acl))?;
-            self.write_book_acl(old, None)?;
-        }
-        Ok(())
+        let p = self.global_path("abooks");
+        self.files
+            .update(&p, LIST_ORDER, |recs| match recs.remove(old.as_bytes()) {
+                Some(v) => {
+                    recs.insert(new.as_bytes().to_vec(), v);
+                    Ok::<_, StoreError>(((), true))
+                }
+                None => Ok(((), false)),
+            })
     }
 
     /// A book's ACL: the global `abooks` line, or the default.
@@ -247,17 +250,40 @@ impl Store {
 
     /// Write a book's ACL; the default ACL (or `None`) removes the line.
     pub fn write_book_acl(&mut self, book: &str, acl: Option<&Acl>) -> Result<(), StoreError> {
+        self.modify_book_acl(book, |cur| {
+            *cur = acl
+                .cloned()
+                .unwrap_or_else(|| Acl::default_for(owner_of(book)));
+            Ok(())
+        })
+    }
+
+    /// Change a book's ACL under the lock of the global `abooks` file, so
+    /// that concurrent changes of other identifiers are not lost. The
+    /// default ACL is stored as no line.
+    pub fn modify_book_acl<T>(
+        &mut self,
+        book: &str,
+        change: impl FnOnce(&mut Acl) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let p = self.global_path("abooks");
         let owner = owner_of(book);
-        self.files.update(&p, LIST_ORDER, |recs| match acl {
-            Some(a) if !a.is_default_for(owner) => {
-                recs.insert(book.as_bytes().to_vec(), a.encode());
-                Ok::<_, StoreError>(((), true))
+        self.files.update(&p, LIST_ORDER, |recs| {
+            let before = recs.get(book.as_bytes()).map(<[u8]>::to_vec);
+            let mut acl = match &before {
+                Some(v) => Acl::decode(v),
+                None => Acl::default_for(owner),
+            };
+            let result = change(&mut acl)?;
+            let after = (!acl.is_default_for(owner)).then(|| acl.encode());
+            if after == before {
+                return Ok((result, false));
             }
-            _ => {
-                let had = recs.remove(book.as_bytes()).is_some();
-                Ok(((), had))
-            }
+            match after {
+                Some(v) => recs.insert(book.as_bytes().to_vec(), v),
+                None => recs.remove(book.as_bytes()),
+            };
+            Ok((result, true))
         })
     }
 
