@@ -18,3 +18,4 @@ pub mod pattern;
 pub mod protocol;
 pub mod session;
 pub mod store;
+pub mod vcard;
