@@ -8,6 +8,7 @@
 pub mod log;
 
 pub mod acl;
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
