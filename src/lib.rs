@@ -19,4 +19,5 @@ pub mod pattern;
 pub mod protocol;
 pub mod session;
 pub mod store;
+pub mod telemetry;
 pub mod vcard;

@@ -43,6 +43,7 @@ fn send(conn: &mut Connection, r: &Response) -> io::Result<()> {
 /// Serve one client until it logs out, goes away, idles out or fails.
 pub fn serve(mut conn: Connection, settings: &Settings, peer: &str) {
     let mut handler = Handler::new(settings, peer);
+    crate::telemetry::attach(&mut conn, settings, peer);
     let greeting = Response::untagged(
         Status::Ok,
         format!("{} IMSP server imspd {} ready", settings.hostname, VERSION),
@@ -94,6 +95,7 @@ pub fn serve(mut conn: Connection, settings: &Settings, peer: &str) {
             ),
             Frame::Command(bytes) => command(&mut conn, &mut handler, &bytes),
         };
+        crate::telemetry::after_command(&mut conn, handler.user.as_deref());
         if !flow {
             break;
         }

@@ -433,3 +433,73 @@ fn backup_while_serving_and_restore() {
     c.fails("FETCHADDRESS fred.later x", "NO");
     assert_eq!(fetch_all(&mut c, "fred"), fetch_all(&mut c2, "fred"));
 }
+
+#[test]
+fn telemetry_records_a_users_sessions_with_secrets_masked() {
+    let s = Server::start();
+    std::fs::create_dir_all(s.path("log/fred")).unwrap();
+    let mut c = s.connect();
+    c.ok("CAPABILITY");
+    c.fails("LOGIN fred wrongpass", "NO");
+    c.ok("LOGIN fred secret");
+    c.ok("SET fred.note \"hello there\"");
+    let r = c.cmd_sync(&[b"SET fred.lit {5}", b"abcde"]);
+    assert_eq!(r.status(), "OK");
+    c.ok("LOGOUT");
+    // barney has no log directory: not recorded.
+    let mut b = s.login("barney");
+    b.ok("NOOP");
+    b.ok("LOGOUT");
+    // A password sent as a literal is masked too.
+    let mut c2 = s.connect();
+    let r = c2.cmd_sync(&[b"LOGIN fred {6}", b"secret"]);
+    assert_eq!(r.status(), "OK");
+    c2.ok("LOGOUT");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let files = loop {
+        let files: Vec<PathBuf> = std::fs::read_dir(s.path("log/fred"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        if files.len() == 2 || std::time::Instant::now() > deadline {
+            break files;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(!s.path("log/barney").exists());
+    let logs: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    let first = logs.iter().find(|l| l.contains("CAPABILITY")).unwrap();
+    let lines: Vec<&str> = first.lines().collect();
+    assert!(lines[0].starts_with("# imspd session"), "{first}");
+    assert!(lines[0].ends_with(" user fred"), "{first}");
+    assert!(lines[1].starts_with("S: * OK "), "{first}");
+    for want in [
+        "C: T1 CAPABILITY",
+        "C: T2 LOGIN fred ***",
+        "S: T2 NO Login failed: wrong user name or password",
+        "C: T3 LOGIN fred ***",
+        "S: T3 OK User `fred' Logged in",
+        "C: T4 SET fred.note \"hello there\"",
+        "S: T4 OK set completed",
+        "C: T5 SET fred.lit {5}",
+        "S: + go ahead",
+        "abcde",
+        "C: T6 LOGOUT",
+    ] {
+        assert!(lines.contains(&want), "{want:?} not in\n{first}");
+    }
+    for l in &logs {
+        assert!(!l.contains("secret") && !l.contains("wrongpass"), "{l}");
+    }
+    let second = logs.iter().find(|l| !l.contains("CAPABILITY")).unwrap();
+    assert!(
+        second.contains("C: T1 LOGIN fred ***\nS: + go ahead\n***\n"),
+        "{second}"
+    );
+}
