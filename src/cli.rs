@@ -26,7 +26,12 @@ pub struct Cli {
     pub listen: Vec<std::net::IpAddr>,
 
     /// The database directory.
-    #[arg(long = "data-dir", value_name = "DIR", default_value = "/var/imsp")]
+    #[arg(
+        long = "data-dir",
+        value_name = "DIR",
+        default_value = "/var/imsp",
+        global = true
+    )]
     pub data_dir: PathBuf,
 
     /// Serve one session on stdin/stdout (inetd, systemd Accept=yes).
@@ -77,6 +82,52 @@ pub enum Cmd {
         /// Remove the user from the password file instead.
         #[arg(long)]
         delete: bool,
+    },
+    /// List the users: who has a password, a user directory, address
+    /// books, and how many bytes of quota they use.
+    Users,
+    /// Check a data directory: every file parses (damaged lines are shown
+    /// as FILE:LINE), no advisory lock is stale, recorded quota usage
+    /// matches the files. Exits 1 when problems remain.
+    Check {
+        /// Fix what is found: drop damaged lines, clear stale locks,
+        /// record the real usage.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Show the advisory locks (LOCK OPTION / LOCK ADDRESSBOOK) and
+    /// whether their sessions are still alive.
+    Locks {
+        /// Remove the stale ones.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Write an address book as vCard 4.0 (RFC 6350).
+    Export {
+        /// The address book, e.g. `fred` or `fred.work`.
+        book: String,
+        /// Write to this file instead of standard output.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Store vCards (any version) into an address book, made if missing.
+    Import {
+        /// The address book, e.g. `fred` or `fred.work`.
+        book: String,
+        /// Read this file instead of standard input (`-`).
+        file: Option<PathBuf>,
+    },
+    /// Copy the data directory to DEST (missing or empty) while the
+    /// daemon runs, each file under its lock.
+    Backup { dest: PathBuf },
+    /// Restore a backup into the data directory, which must be empty or
+    /// missing unless --force is given.
+    Restore {
+        source: PathBuf,
+        /// Replace the data of a directory in use: files of the backup
+        /// are written, data files it lacks are removed.
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -16,6 +16,8 @@ pub struct Connection {
     /// How long one write may wait for the client to take data.
     write_timeout: Duration,
     out: Vec<u8>,
+    /// Session telemetry, when it is on (see [`crate::telemetry`]).
+    pub tap: Option<Box<crate::telemetry::Tap>>,
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -69,6 +71,7 @@ impl Connection {
             read_deadline: Instant::now() + Duration::from_secs(3600),
             write_timeout,
             out: Vec::with_capacity(4096),
+            tap: None,
         })
     }
 
@@ -79,6 +82,9 @@ impl Connection {
 
     /// Queue bytes to send; [`flush`](Self::flush) sends them.
     pub fn queue(&mut self, bytes: &[u8]) {
+        if let Some(t) = self.tap.as_mut() {
+            t.server(bytes);
+        }
         self.out.extend_from_slice(bytes);
     }
 
@@ -124,6 +130,9 @@ impl Transport for Connection {
             // SAFETY: reading into a stack buffer of the given length.
             let n = unsafe { libc::read(self.input, chunk.as_mut_ptr().cast(), chunk.len()) };
             if n >= 0 {
+                if let Some(t) = self.tap.as_mut() {
+                    t.client(&chunk[..n as usize]);
+                }
                 buf.extend_from_slice(&chunk[..n as usize]);
                 return Ok(n as usize);
             }

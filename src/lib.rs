@@ -8,6 +8,7 @@
 pub mod log;
 
 pub mod acl;
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -20,3 +21,5 @@ pub mod proxy;
 pub mod refresh;
 pub mod session;
 pub mod store;
+pub mod telemetry;
+pub mod vcard;

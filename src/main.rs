@@ -63,6 +63,8 @@ fn prepare_dev(cli: &mut Cli) -> Result<(), String> {
 /// `imspd passwd USER`: the password comes from the first line of stdin.
 fn passwd(cli: &Cli, user: &str, delete: bool) -> Result<(), String> {
     imspd::store::names::check_user(user.as_bytes()).map_err(|e| e.to_string())?;
+    // Run as root: write as the data directory's owner, for the daemon.
+    imspd::admin::become_owner(&cli.data_dir)?;
     let store_options = cli.data_dir.join("options");
     let mut store = imspd::store::Store::open(&cli.data_dir);
     let global = if store_options.exists() {
@@ -91,6 +93,11 @@ fn passwd(cli: &Cli, user: &str, delete: bool) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    if let Some(cmd) = &cli.command
+        && !matches!(cmd, Cmd::Passwd { .. })
+    {
+        return imspd::admin::run(&cli.data_dir, cmd);
+    }
     if let Some(Cmd::Passwd { user, delete }) = &cli.command {
         return match passwd(&cli, user, *delete) {
             Ok(()) => ExitCode::SUCCESS,

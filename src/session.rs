@@ -78,6 +78,7 @@ fn send(conn: &mut Connection, r: &Response) -> io::Result<()> {
 /// Serve one client until it logs out, goes away, idles out or fails.
 pub fn serve(mut conn: Connection, settings: &Settings, peer: &str) {
     let mut handler = Handler::new(settings, peer);
+    crate::telemetry::attach(&mut conn, settings, peer);
     let greeting = Response::untagged(
         Status::Ok,
         format!("{} IMSP server imspd {} ready", settings.hostname, VERSION),
@@ -131,6 +132,7 @@ pub fn serve(mut conn: Connection, settings: &Settings, peer: &str) {
                 command(&mut conn, &mut reader, &mut handler, &bytes, settings)
             }
         };
+        crate::telemetry::after_command(&mut conn, handler.user.as_deref());
         if !flow {
             break;
         }

@@ -43,7 +43,7 @@ impl Entry {
         CramSecret::decode(self.field("cram-md5")?)
     }
 
-    fn line(&self) -> String {
+    pub fn line(&self) -> String {
         let mut l = format!("{}:{}", self.user, self.hash);
         for f in &self.extra {
             l.push(':');

@@ -143,6 +143,32 @@ impl Store {
         })
     }
 
+    /// Remove the stale locks of `owner`'s file (their session is gone, or
+    /// the line names no session, as 1.8 wrote them). Returns the removed
+    /// keys with who held them.
+    pub fn clear_stale(&mut self, owner: &str) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
+        let p = self.user_path(owner, "alock");
+        if !p.exists() {
+            return Ok(Vec::new());
+        }
+        self.files.update(&p, ORDER, |recs| {
+            let mut gone = Vec::new();
+            recs.retain(|k, v| match Holder::decode(v) {
+                Some(h) if h.alive() => true,
+                Some(h) => {
+                    gone.push((k.to_vec(), h.who));
+                    false
+                }
+                None => {
+                    gone.push((k.to_vec(), String::from_utf8_lossy(v).into_owned()));
+                    false
+                }
+            });
+            let changed = !gone.is_empty();
+            Ok((gone, changed))
+        })
+    }
+
     /// The live locks in `owner`'s file: key and holder.
     pub fn locks(&mut self, owner: &str) -> Result<Vec<(Vec<u8>, Holder, bool)>, StoreError> {
         let p = self.user_path(owner, "alock");
