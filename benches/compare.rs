@@ -105,7 +105,7 @@ fn stores_per_sec(t: &Target, user: &str, n: usize) -> f64 {
 /// session (cold) and then repeated in it (warm).
 fn search_ms(t: &Target, user: &str, runs: usize) -> (f64, f64) {
     let mut c = login(t, user);
-    let cmd = format!("SEARCHADDRESS {user} name \"*son 0012*\" email *@example.org");
+    let cmd = format!("SEARCHADDRESS {user} name \"*son 0012*\" email \"*@example.org\"");
     let s = Instant::now();
     let hits = c.ok(&cmd);
     let cold = s.elapsed().as_secs_f64() * 1000.0;
