@@ -83,6 +83,14 @@ pub fn run(
     let mut children: HashSet<Pid> = HashSet::new();
     let mut periodic = Periodic::new();
     let mut listeners = Some(listeners);
+    // Successful logins reported by sessions (see auth::cache).
+    let cache_fd = match crate::auth::cache::enable() {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            crate::log_warn!("auth cache off: {e}");
+            None
+        }
+    };
 
     loop {
         reap(&mut children);
@@ -92,10 +100,13 @@ pub fn run(
         let Some(ls) = listeners.as_ref() else { break };
         let listen_fds: Vec<i32> = ls.iter().map(|l| l.as_raw_fd()).collect();
         periodic.run_due(settings, &listen_fds);
-        let mut fds: Vec<libc::pollfd> = ls
+        // The listening sockets, then the auth cache's report pipe; a
+        // session process closes all of them.
+        let mut fds: Vec<libc::pollfd> = listen_fds
             .iter()
-            .map(|l| libc::pollfd {
-                fd: l.as_raw_fd(),
+            .chain(cache_fd.as_ref())
+            .map(|&fd| libc::pollfd {
+                fd,
                 events: libc::POLLIN,
                 revents: 0,
             })
@@ -105,6 +116,11 @@ pub fn run(
         let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait_ms) };
         if r <= 0 {
             continue; // timeout or EINTR (a signal): loop to reap / stop
+        }
+        if let (Some(fd), Some(p)) = (cache_fd, fds.last())
+            && p.revents & libc::POLLIN != 0
+        {
+            crate::auth::cache::absorb(fd);
         }
         for (l, p) in ls.iter().zip(&fds) {
             if p.revents & libc::POLLIN == 0 {
@@ -193,7 +209,8 @@ fn spawn_session(
     match unsafe { fork() } {
         Ok(ForkResult::Parent { child }) => Some(child),
         Ok(ForkResult::Child) => {
-            // The child must not keep the port: close the listening sockets.
+            // The child must not keep the port: close the listening sockets
+            // (and the listener's end of the auth cache pipe).
             for l in listeners {
                 // SAFETY: closing the child's copies of the listener fds.
                 unsafe { libc::close(l.fd) };

@@ -31,17 +31,17 @@ impl Pattern {
     }
 
     pub fn matches(&self, name: &[u8]) -> bool {
-        let folded;
-        let name = if self.fold_case {
-            folded = name.to_ascii_lowercase();
-            &folded[..]
-        } else {
-            name
-        };
         if self.has_percent {
+            let folded;
+            let name = if self.fold_case {
+                folded = name.to_ascii_lowercase();
+                &folded[..]
+            } else {
+                name
+            };
             self.matches_dp(name)
         } else {
-            star_only(&self.bytes, name)
+            star_only(&self.bytes, name, self.fold_case)
         }
     }
 
@@ -79,14 +79,23 @@ impl Pattern {
 }
 
 /// `*`-only glob, greedy with one backtrack point: linear in practice.
-fn star_only(p: &[u8], s: &[u8]) -> bool {
+/// With `fold`, `p` is lower case and `s` is compared folded, without
+/// allocating (searches run it on every entry of a book).
+fn star_only(p: &[u8], s: &[u8], fold: bool) -> bool {
+    let eq = |a: u8, b: u8| {
+        if fold {
+            a == b.to_ascii_lowercase()
+        } else {
+            a == b
+        }
+    };
     let (mut pi, mut si) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while si < s.len() {
         if pi < p.len() && p[pi] == b'*' {
             star = Some((pi, si));
             pi += 1;
-        } else if pi < p.len() && p[pi] == s[si] {
+        } else if pi < p.len() && eq(p[pi], s[si]) {
             pi += 1;
             si += 1;
         } else if let Some((sp, ss)) = star {

@@ -19,10 +19,10 @@ pub fn export(data_dir: &Path, book: &str) -> Result<(Vec<u8>, usize)> {
     if !store.book_exists(&book).map_err(|e| e.to_string())? {
         return Err(format!("no address book {book}"));
     }
-    let recs = store.book_records(&book).map_err(|e| e.to_string())?;
+    let bytes = store.book_bytes(&book).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     let mut count = 0;
-    abook::for_each_entry(&recs, |name, fields| {
+    abook::scan_entries(&bytes, |name, fields| {
         let card = Card {
             name: name.to_vec(),
             fields: fields

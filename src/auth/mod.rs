@@ -13,6 +13,7 @@
 //! The first backend that accepts wins; a backend that fails (file
 //! unreadable, daemon down) is logged and the next one is tried.
 
+pub mod cache;
 pub mod file;
 pub mod hash;
 pub mod saslauthd;
@@ -135,11 +136,21 @@ impl Auth {
 
     /// Check a user name and password against the configured backends.
     pub fn check(&self, global: &OptionTable, user: &str, password: &[u8]) -> Verdict {
+        let ttl =
+            Duration::from_secs(global.number("imsp.auth.cache.ttl").unwrap_or(300).max(0) as u64);
+        let tag = self.cache_tag(global, user);
+        if !ttl.is_zero() && cache::hit(user, &tag, password, ttl) {
+            crate::log_debug!("{user} accepted by the auth cache");
+            return Verdict::Accepted;
+        }
         for name in self.backend_names(global) {
             let backend = self.backend(global, &name);
             match backend.check(user, password) {
                 Ok(Verdict::Accepted) => {
                     crate::log_debug!("{user} accepted by the {name} backend");
+                    if !ttl.is_zero() {
+                        cache::remember(user, &tag, password);
+                    }
                     return Verdict::Accepted;
                 }
                 Ok(Verdict::Rejected) => {}
@@ -149,7 +160,18 @@ impl Auth {
         Verdict::Rejected
     }
 
-    /// The password file's line of `user`, when the file is a backend.
+    /// What the backends store for `user` now, for the auth cache: the
+    /// password file line (so a new password misses the cache at once),
+    /// and the backends in use.
+    fn cache_tag(&self, global: &OptionTable, user: &str) -> Vec<u8> {
+        let mut tag = self.backend_names(global).join(" ").into_bytes();
+        if let Some(e) = self.file_entry(global, user) {
+            tag.push(0);
+            tag.extend_from_slice(e.line().as_bytes());
+        }
+        tag
+    }
+
     pub fn file_entry(&self, global: &OptionTable, user: &str) -> Option<file::Entry> {
         if !self.uses_file(global) {
             return None;

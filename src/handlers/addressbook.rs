@@ -230,8 +230,8 @@ impl Handler<'_> {
             Ok(b) => b,
             Err(d) => return d,
         };
-        let recs = match self.store.book_records(&book) {
-            Ok(r) => r,
+        let bytes = match self.store.book_bytes(&book) {
+            Ok(b) => b,
             Err(e) => return e.into(),
         };
         let crit: Vec<(Option<Vec<u8>>, Pattern)> = criteria
@@ -241,7 +241,7 @@ impl Handler<'_> {
                 (field, Pattern::new(p, true))
             })
             .collect();
-        abook::for_each_entry(&recs, |name, fields| {
+        abook::scan_entries(&bytes, |name, fields| {
             let hit = crit.iter().all(|(field, pat)| match field {
                 None => pat.matches(name),
                 Some(f) => fields

@@ -10,8 +10,10 @@
 //! A book `OWNER` or `OWNER.EXT` belongs to OWNER. The default book (named
 //! as its owner) exists implicitly once the owner has a user directory.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
+use super::codec;
 use super::file::{Order, Records};
 use super::quota;
 use super::{Store, StoreError, names};
@@ -64,35 +66,61 @@ pub fn entry(recs: &Records, name: &[u8]) -> Option<Entry> {
     found
 }
 
-/// Walk every entry of a book in order: `f(name, fields)` where fields are
-/// (field, value) pairs, the empty marker excluded.
-pub fn for_each_entry<'a>(recs: &'a Records, mut f: impl FnMut(&'a [u8], &[(&'a [u8], &'a [u8])])) {
-    let mut name: Option<&[u8]> = None;
-    let mut fields: Vec<(&[u8], &[u8])> = Vec::new();
-    for (k, v) in recs.iter() {
-        let Some((n, field)) = split_key(k) else {
-            continue;
-        };
-        if name.is_some_and(|cur| !cur.eq_ignore_ascii_case(n)) {
-            f(name.unwrap(), &fields);
-            fields.clear();
-        }
-        name = Some(n);
-        if !field.is_empty() {
-            fields.push((field, v));
-        }
-    }
-    if let Some(n) = name {
-        f(n, &fields);
-    }
-}
-
 /// The name a new book is stored under: the owner as given, the rest in
 /// lower case (as 1.8 folds book names).
 pub fn new_book_name(book: &str) -> String {
     match book.split_once('.') {
         Some((owner, rest)) => format!("{owner}.{}", rest.to_ascii_lowercase()),
         None => book.to_string(),
+    }
+}
+
+/// One field of an entry as a scan finds it.
+pub type ScannedField<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+
+/// Walk every entry of a book straight from its file's bytes, in order:
+/// `f(name, fields)`, the empty marker field excluded. Lines are unescaped
+/// only when they hold a backslash; damaged lines are skipped. The lines of
+/// one entry carry the same name bytes, which is how they are grouped.
+pub fn scan_entries<'a>(bytes: &'a [u8], mut f: impl FnMut(&[u8], &[ScannedField<'a>])) {
+    let mut current: Option<&'a [u8]> = None;
+    let mut fields: Vec<ScannedField<'a>> = Vec::new();
+    let mut name_buf = Vec::new();
+    let mut flush = |name: &[u8], fields: &mut Vec<ScannedField<'a>>| {
+        if name.contains(&b'\\') {
+            name_buf.clear();
+            codec::unescape_into(name, &mut name_buf);
+            f(&name_buf, fields);
+        } else {
+            f(name, fields);
+        }
+        fields.clear();
+    };
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |i| start + i);
+        let line = &bytes[start..end];
+        start = end + 1;
+        let Some(sp) = memchr::memchr(b' ', line) else {
+            continue;
+        };
+        let (key, value) = (&line[..sp], &line[sp + 1..]);
+        let Some(q) = memchr::memchr(b'"', key) else {
+            continue;
+        };
+        let (name, field) = (&key[..q], &key[q + 1..]);
+        if let Some(cur) = current
+            && cur != name
+        {
+            flush(cur, &mut fields);
+        }
+        current = Some(name);
+        if !field.is_empty() {
+            fields.push((codec::unescape_cow(field), codec::unescape_cow(value)));
+        }
+    }
+    if let Some(cur) = current {
+        flush(cur, &mut fields);
     }
 }
 
@@ -287,6 +315,12 @@ impl Store {
         })
     }
 
+    /// The bytes of a book's file, for a scan of all its entries.
+    pub fn book_bytes(&mut self, book: &str) -> Result<Arc<Vec<u8>>, StoreError> {
+        let p = self.book_path(book);
+        self.files.read_raw(&p)
+    }
+
     /// The records of a book.
     pub fn book_records(&mut self, book: &str) -> Result<Arc<Records>, StoreError> {
         let p = self.book_path(book);
@@ -362,5 +396,40 @@ impl Store {
             self.add_usage(&owner, -(freed.1 as i64))?;
         }
         Ok(freed.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_entries_from_file_bytes() {
+        let file = b"Barney\\sRubble\" \nBarney\\sRubble\"email b@b\nBarney\\sRubble\"notes a\\nb \\\\ c\ngarbage\nPebbles\" \nZo\xc3\xab\" \nZo\xc3\xab\"x y\n";
+        let mut seen = Vec::new();
+        scan_entries(file, |name, fields| {
+            let f: Vec<(Vec<u8>, Vec<u8>)> = fields
+                .iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect();
+            seen.push((name.to_vec(), f));
+        });
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    b"Barney Rubble".to_vec(),
+                    vec![
+                        (b"email".to_vec(), b"b@b".to_vec()),
+                        (b"notes".to_vec(), b"a\nb \\ c".to_vec())
+                    ]
+                ),
+                (b"Pebbles".to_vec(), vec![]),
+                (
+                    "Zo\u{eb}".as_bytes().to_vec(),
+                    vec![(b"x".to_vec(), b"y".to_vec())]
+                ),
+            ]
+        );
     }
 }

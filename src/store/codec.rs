@@ -6,6 +6,10 @@
 
 /// Escape a key: newline, space and backslash.
 pub fn escape_key(raw: &[u8], out: &mut Vec<u8>) {
+    if !raw.iter().any(|&b| b == b'\n' || b == b' ' || b == b'\\') {
+        out.extend_from_slice(raw);
+        return;
+    }
     for &b in raw {
         match b {
             b'\n' => out.extend_from_slice(b"\\n"),
@@ -18,6 +22,10 @@ pub fn escape_key(raw: &[u8], out: &mut Vec<u8>) {
 
 /// Escape a value: newline and backslash (spaces are kept).
 pub fn escape_value(raw: &[u8], out: &mut Vec<u8>) {
+    if !raw.iter().any(|&b| b == b'\n' || b == b'\\') {
+        out.extend_from_slice(raw);
+        return;
+    }
     for &b in raw {
         match b {
             b'\n' => out.extend_from_slice(b"\\n"),
@@ -30,22 +38,45 @@ pub fn escape_value(raw: &[u8], out: &mut Vec<u8>) {
 /// Undo either escaping. An unknown escape keeps the character after the
 /// backslash; a trailing lone backslash is kept.
 pub fn unescape(s: &[u8]) -> Vec<u8> {
+    if !s.contains(&b'\\') {
+        return s.to_vec();
+    }
     let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'\\' && i + 1 < s.len() {
-            out.push(match s[i + 1] {
-                b'n' => b'\n',
-                b's' => b' ',
-                other => other,
-            });
-            i += 2;
-        } else {
-            out.push(s[i]);
-            i += 1;
+    unescape_into(s, &mut out);
+    out
+}
+
+/// [`unescape`] appending to `out`.
+pub fn unescape_into(s: &[u8], out: &mut Vec<u8>) {
+    let mut rest = s;
+    while let Some(i) = memchr::memchr(b'\\', rest) {
+        out.extend_from_slice(&rest[..i]);
+        match rest.get(i + 1) {
+            Some(&c) => {
+                out.push(match c {
+                    b'n' => b'\n',
+                    b's' => b' ',
+                    other => other,
+                });
+                rest = &rest[i + 2..];
+            }
+            None => {
+                // A trailing lone backslash is kept.
+                out.push(b'\\');
+                rest = &[];
+            }
         }
     }
-    out
+    out.extend_from_slice(rest);
+}
+
+/// [`unescape`], borrowing when there is nothing to undo.
+pub fn unescape_cow(s: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if s.contains(&b'\\') {
+        std::borrow::Cow::Owned(unescape(s))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
 }
 
 /// Split one line (without its LF) into its unescaped key and value.

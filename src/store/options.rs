@@ -173,8 +173,12 @@ impl Store {
         value: Option<&[u8]>,
         quota_kb: u64,
     ) -> Result<Written, StoreError> {
-        let books = quota::books_usage(self, user)?;
         let p = self.user_path(user, "options");
+        // The books count only when no usage is recorded yet.
+        let books = match quota::stored_usage(&*self.files.read(&p, ORDER)?) {
+            Some(_) => 0,
+            None => quota::books_usage(self, user)?,
+        };
         self.files.update(&p, ORDER, |recs| {
             let old = recs
                 .key_of(name.as_bytes())
