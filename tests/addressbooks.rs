@@ -361,20 +361,13 @@ fn quota_counts_address_book_fields() {
 fn sixteen_processes_storing_into_one_book_lose_nothing() {
     let s = Server::start();
     let port = s.port;
-    let threads: Vec<_> = (0..16)
-        .map(|i| {
-            std::thread::spawn(move || {
-                let mut c = Client::connect(port);
-                c.ok("LOGIN fred secret");
-                for j in 0..25 {
-                    c.ok(&format!("STOREADDRESS fred \"P{i} N{j}\" email p{i}n{j}@x"));
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    common::concurrently(16, move |i| {
+        let mut c = Client::connect(port);
+        c.ok("LOGIN fred secret");
+        for j in 0..25 {
+            c.ok(&format!("STOREADDRESS fred \"P{i} N{j}\" email p{i}n{j}@x"));
+        }
+    });
     let mut c = s.login("fred");
     assert_eq!(c.ok("SEARCHADDRESS fred").len(), 400);
     let file = s.read("user/fred/abook.fred");

@@ -212,12 +212,8 @@ fn sixteen_processes_mixing_writes_equal_a_serial_replay() {
     let s = Server::start();
     let port = s.port;
     let t0 = Instant::now();
-    let workers: Vec<_> = (0..16)
-        .map(|i| std::thread::spawn(move || worker(port, i)))
-        .collect();
     let mut model = Model::default();
-    for w in workers {
-        let m = w.join().expect("worker");
+    for m in common::concurrently(16, move |i| worker(port, i)) {
         model.options.extend(m.options);
         model.entries.extend(m.entries);
         model.acl.extend(m.acl);

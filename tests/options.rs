@@ -396,20 +396,13 @@ fn a_killed_session_loses_no_acknowledged_write_and_holds_no_lock() {
 fn sixteen_concurrent_sessions_lose_no_option() {
     let s = Server::start();
     let port = s.port;
-    let threads: Vec<_> = (0..16)
-        .map(|i| {
-            std::thread::spawn(move || {
-                let mut c = Client::connect(port);
-                c.ok("LOGIN fred secret");
-                for j in 0..20 {
-                    c.ok(&format!("SET t{i}.o{j} v{i}-{j}"));
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    common::concurrently(16, move |i| {
+        let mut c = Client::connect(port);
+        c.ok("LOGIN fred secret");
+        for j in 0..20 {
+            c.ok(&format!("SET t{i}.o{j} v{i}-{j}"));
+        }
+    });
     let mut c = s.login("fred");
     let all = c.ok("GET t*");
     assert_eq!(all.len(), 320, "{all:?}");

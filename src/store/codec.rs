@@ -4,35 +4,31 @@
 //! space; the value is the rest of the line, escaped the same way except
 //! that spaces stay as they are.
 
-/// Escape a key: newline, space and backslash.
-pub fn escape_key(raw: &[u8], out: &mut Vec<u8>) {
-    if !raw.iter().any(|&b| b == b'\n' || b == b' ' || b == b'\\') {
+/// Escape newlines and backslashes, and spaces too when `space` is set.
+fn escape(raw: &[u8], space: bool, out: &mut Vec<u8>) {
+    let special = |b: u8| b == b'\n' || b == b'\\' || (space && b == b' ');
+    if !raw.iter().any(|&b| special(b)) {
         out.extend_from_slice(raw);
         return;
     }
     for &b in raw {
         match b {
             b'\n' => out.extend_from_slice(b"\\n"),
-            b' ' => out.extend_from_slice(b"\\s"),
             b'\\' => out.extend_from_slice(b"\\\\"),
+            b' ' if space => out.extend_from_slice(b"\\s"),
             _ => out.push(b),
         }
     }
 }
 
+/// Escape a key: newline, space and backslash.
+pub fn escape_key(raw: &[u8], out: &mut Vec<u8>) {
+    escape(raw, true, out);
+}
+
 /// Escape a value: newline and backslash (spaces are kept).
 pub fn escape_value(raw: &[u8], out: &mut Vec<u8>) {
-    if !raw.iter().any(|&b| b == b'\n' || b == b'\\') {
-        out.extend_from_slice(raw);
-        return;
-    }
-    for &b in raw {
-        match b {
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            _ => out.push(b),
-        }
-    }
+    escape(raw, false, out);
 }
 
 /// Undo either escaping. An unknown escape keeps the character after the

@@ -225,6 +225,24 @@ impl Drop for Server {
     }
 }
 
+/// Run `work(i)` on `n` threads at once (each typically a session of its
+/// own, so a server process of its own) and collect what they return.
+pub fn concurrently<T: Send + 'static>(
+    n: usize,
+    work: impl Fn(usize) -> T + Send + Sync + Clone + 'static,
+) -> Vec<T> {
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let work = work.clone();
+            std::thread::spawn(move || work(i))
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("worker"))
+        .collect()
+}
+
 /// The processes whose parent is `pid`, with their state letter.
 pub fn children_of(pid: u32) -> Vec<(u32, char)> {
     let mut out = Vec::new();
