@@ -149,6 +149,16 @@ impl Acl {
         had
     }
 
+    /// The rights given to everybody (`anyone`, `anonymous`). USER1 (`1`)
+    /// there makes the book LDAP-backed, USER0 (`0`) forbids unqualified
+    /// searches of it (see [`crate::ldap`]).
+    pub fn everybody_rights(&self) -> Rights {
+        self.entries
+            .iter()
+            .filter(|(id, _)| is_everybody(id))
+            .fold(Rights::none(), |a, (_, r)| a.union(*r))
+    }
+
     /// The rights `user` has: their own entry joined with everybody's;
     /// the owner has at least `a`.
     pub fn rights_of(&self, owner: &str, user: &str) -> Rights {
@@ -197,5 +207,9 @@ mod tests {
         acl.delete("fred", "anyone");
         acl.set("fred", "fred", Rights::all());
         assert!(acl.is_default_for("fred"));
+        assert!(acl.everybody_rights().is_empty());
+        acl.set("fred", "anyone", Rights::parse("lr1").unwrap());
+        acl.set("fred", "barney", Rights::parse("0").unwrap());
+        assert_eq!(acl.everybody_rights().to_string(), "lr1");
     }
 }

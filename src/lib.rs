@@ -15,6 +15,7 @@ pub mod config;
 pub mod connection;
 pub mod daemon;
 pub mod handlers;
+pub mod ldap;
 pub mod pattern;
 pub mod protocol;
 pub mod proxy;

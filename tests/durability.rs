@@ -82,6 +82,9 @@ fn sigkill_in_the_middle_of_writes_loses_nothing_acknowledged() {
     let rounds = 200;
     // Rounds where the kill fell in the middle of the batch.
     let mut partial = 0;
+    // How long to let a batch run before the kill, adapted so that kills
+    // keep landing inside batches however fast or loaded the machine is.
+    let mut delay_us: u64 = 3000;
     for round in 0..rounds {
         let before = children_of(s.pid());
         let mut c = s.login("fred");
@@ -111,12 +114,14 @@ fn sigkill_in_the_middle_of_writes_loses_nothing_acknowledged() {
         let reader = c.stream.try_clone().unwrap();
         let collector = std::thread::spawn(move || acknowledged(reader));
         c.stream.write_all(&batch).unwrap();
-        std::thread::sleep(Duration::from_micros(rng.next(6000)));
+        std::thread::sleep(Duration::from_micros(rng.next(2 * delay_us)));
         // SAFETY: killing the session process this test started.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         let ok = collector.join().unwrap();
-        if !ok.is_empty() && ok.len() < 30 {
-            partial += 1;
+        match ok.len() {
+            0 => delay_us = (delay_us * 2).min(500_000),
+            30 => delay_us = (delay_us / 2).max(200),
+            _ => partial += 1,
         }
         for (tag, is_option, name, value) in planned {
             if ok.contains(&tag) {

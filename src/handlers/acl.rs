@@ -2,7 +2,7 @@
 //! they pass through to the IMAP servers: see the mailbox handlers.)
 
 use super::{Done, Handler, Output};
-use crate::acl::Rights;
+use crate::acl::{Rights, is_everybody};
 use crate::protocol::{AclKind, Data, Response};
 use crate::store::abook::owner_of;
 
@@ -38,6 +38,14 @@ impl Handler<'_> {
                     })?)
                 }
                 None => None,
+            };
+            // USER1 for everybody makes the book an LDAP-backed one,
+            // read-only: as 1.8, only lookup and read are kept (and digits).
+            let new = match new {
+                Some(r) if is_everybody(&id) && r.has('1') => {
+                    Some(r.intersect(Rights::parse("lr0123456789").expect("valid")))
+                }
+                other => other,
             };
             let book = self.need_book(raw, 'a')?;
             let owner = owner_of(&book).to_string();

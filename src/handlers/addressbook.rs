@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 
 use super::{Done, Handler, Output};
 use crate::acl::Rights;
+use crate::ldap;
 use crate::pattern::Pattern;
 use crate::protocol::{Data, Response};
 use crate::store::abook::{self, Entry, owner_of};
@@ -230,6 +231,11 @@ impl Handler<'_> {
             Ok(b) => b,
             Err(d) => return d,
         };
+        match self.ldap_rights(&book) {
+            Ok(Some(r)) => return self.ldap_search(&book, r, criteria, out),
+            Ok(None) => {}
+            Err(d) => return d,
+        }
         let bytes = match self.store.book_bytes(&book) {
             Ok(b) => b,
             Err(e) => return e.into(),
@@ -267,6 +273,11 @@ impl Handler<'_> {
             Ok(b) => b,
             Err(d) => return d,
         };
+        match self.ldap_rights(&book) {
+            Ok(Some(_)) => return self.ldap_fetch(&book, names, out),
+            Ok(None) => {}
+            Err(d) => return d,
+        }
         let recs = match self.store.book_records(&book) {
             Ok(r) => r,
             Err(e) => return e.into(),
@@ -297,6 +308,7 @@ impl Handler<'_> {
         }
         let r = (|| {
             let book = self.need_book(raw, 'w')?;
+            self.refuse_ldap_writes(&book)?;
             let quota = self.quota_of(owner_of(&book))?;
             let e = self.store.store_entry(&book, name, fields, quota)?;
             Ok((book, e))
@@ -313,6 +325,7 @@ impl Handler<'_> {
     pub(super) fn delete_address(&mut self, raw: &[u8], name: &[u8]) -> Done {
         let r = (|| {
             let book = self.need_book(raw, 'w')?;
+            self.refuse_ldap_writes(&book)?;
             if !self.store.delete_entry(&book, name)? {
                 return Err(Done::no(format!(
                     "entry '{}' not found",
@@ -324,6 +337,85 @@ impl Handler<'_> {
         match r {
             Ok(()) => Done::completed("deleteaddress"),
             Err(d) => d,
+        }
+    }
+}
+
+/// LDAP-backed books (see [`crate::ldap`]): chosen by the book's ACL,
+/// searched and fetched in the directory, never written.
+impl Handler<'_> {
+    /// The rights `anyone` has on `book` when they make it LDAP-backed.
+    fn ldap_rights(&mut self, book: &str) -> Result<Option<Rights>, Done> {
+        let r = self.store.book_acl(book)?.everybody_rights();
+        Ok(r.has('1').then_some(r))
+    }
+
+    fn refuse_ldap_writes(&mut self, book: &str) -> Result<(), Done> {
+        match self.ldap_rights(book)? {
+            Some(_) => Err(Done::no(format!(
+                "Address book '{book}' is read-only: its entries come from an LDAP directory"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn ldap_directory_failed(book: &str, e: ldap::LdapError) -> Done {
+        crate::log_error!("address book '{book}': {e}");
+        Done::no(format!("Address book '{book}' is unavailable: {e}"))
+    }
+
+    fn ldap_search(
+        &mut self,
+        book: &str,
+        rights: Rights,
+        criteria: &[(String, Vec<u8>)],
+        out: &mut dyn Output,
+    ) -> Done {
+        if rights.has('0') && ldap::is_unqualified(criteria) {
+            return Done::no(format!(
+                "Unqualified searches of address book '{book}' are not permitted: \
+                 give a pattern that is not only wildcards"
+            ));
+        }
+        let names = ldap::Config::from_options(self.global())
+            .and_then(|cfg| ldap::Directory::connect(&cfg)?.search_names(criteria));
+        match names {
+            Ok(names) => {
+                for name in names {
+                    out.send(Response::Untagged(Data::SearchAddress { name }));
+                }
+                Done::completed("searchaddress")
+            }
+            Err(e) => Self::ldap_directory_failed(book, e),
+        }
+    }
+
+    fn ldap_fetch(&mut self, book: &str, names: &[Vec<u8>], out: &mut dyn Output) -> Done {
+        let r = (|| {
+            let cfg = ldap::Config::from_options(self.global())?;
+            let mut dir = ldap::Directory::connect(&cfg)?;
+            let mut problem = None;
+            for n in names {
+                let shown = String::from_utf8_lossy(n);
+                match dir.fetch(n)? {
+                    ldap::Fetched::Found(e) => out.send(fetch_response(book, e)),
+                    ldap::Fetched::NotFound => {
+                        problem = problem.or(Some(format!("entry '{shown}' not found")))
+                    }
+                    ldap::Fetched::Ambiguous(k) => {
+                        problem = problem.or(Some(format!(
+                            "entry '{shown}' names {k} directory entries; \
+                             fetch the name SEARCHADDRESS returned"
+                        )))
+                    }
+                }
+            }
+            Ok(problem)
+        })();
+        match r {
+            Ok(Some(p)) => Done::no(p),
+            Ok(None) => Done::completed("fetchaddress"),
+            Err(e) => Self::ldap_directory_failed(book, e),
         }
     }
 }

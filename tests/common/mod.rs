@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dovecot;
+pub mod slapd;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
