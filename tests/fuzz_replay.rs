@@ -131,3 +131,31 @@ fn codec_properties() {
     run("codec", checks::codec_input, 20_000);
 }
 
+/// Found by tests/hostile.rs: an over-long line whose `{N+}` count was
+/// padded with zeros past the part of the line the reader keeps had its
+/// literal read as commands. Every way of cutting the stream into reads.
+#[test]
+fn a_padded_literal_count_after_an_over_long_line_is_still_skipped() {
+    use imspd::protocol::{Frame, Limits};
+    let limits = Limits {
+        max_line: 256,
+        max_literal: 1000,
+    };
+    for zeros in [0, 3, 31, 32, 33, 100, 5000] {
+        let mut input = b"a SET x ".to_vec();
+        input.extend_from_slice(&[b'x'; 300]);
+        input.extend_from_slice(
+            format!(" {{{}6+}}\r\nb NOOP\r\nc NOOP\r\n", "0".repeat(zeros)).as_bytes(),
+        );
+        let want = vec![
+            Frame::LineTooLong {
+                tag: Some("a".into()),
+            },
+            Frame::Command(b"c NOOP".to_vec()),
+        ];
+        for chunk in [1, 2, 3, 7, 31, 32, 33, 64, 255, 256, 257, 4096, input.len()] {
+            let (got, _) = checks::frames(&input, chunk, limits);
+            assert_eq!(got, want, "{zeros} zeros, reads of {chunk}");
+        }
+    }
+}
