@@ -54,6 +54,11 @@ pub struct Cli {
     #[arg(long = "idle-timeout", value_name = "SECS", default_value_t = 1800)]
     pub idle_timeout: u64,
 
+    /// Close sessions whose client takes none of our output for this many
+    /// seconds.
+    #[arg(long = "write-timeout", value_name = "SECS", default_value_t = 300)]
+    pub write_timeout: u64,
+
     /// Longest command line, in bytes (literals not counted).
     #[arg(long = "max-line", value_name = "BYTES", default_value_t = 65536)]
     pub max_line: usize,

@@ -96,8 +96,22 @@ impl FrameReader {
         fn head(v: &[u8]) -> Vec<u8> {
             v[..v.len().min(64)].to_vec()
         }
+        /// The end of a line, enough to spot the literal it may announce.
+        /// Leading zeros of a `{N}` count are dropped first: padding must
+        /// not push the `{` out of the part kept (the literal would then
+        /// be read as commands).
         fn tail(v: &[u8]) -> Vec<u8> {
-            v[v.len().saturating_sub(32)..].to_vec()
+            let mut out = Vec::with_capacity(v.len());
+            let mut after_brace = false;
+            for (i, &b) in v.iter().enumerate() {
+                if after_brace && b == b'0' && v.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                    continue;
+                }
+                after_brace = b == b'{';
+                out.push(b);
+            }
+            out.drain(..out.len().saturating_sub(32));
+            out
         }
         let mut scanned = 0;
         // While skipping an over-long line: its start and its latest end.
