@@ -15,6 +15,7 @@ use nix::unistd::{ForkResult, Pid, fork};
 
 use crate::config::Settings;
 use crate::connection::Connection;
+use crate::store::Store;
 
 static STOP: AtomicUsize = AtomicUsize::new(0);
 static CHILD_EXITED: AtomicBool = AtomicBool::new(false);
@@ -83,6 +84,9 @@ pub fn run(
     let mut children: HashSet<Pid> = HashSet::new();
     let mut periodic = Periodic::new();
     let mut listeners = Some(listeners);
+    // The global options, kept parsed so that each session starts with them.
+    let mut warm = Store::open(&settings.data_dir);
+    warm.sweep(None);
     // Successful logins reported by sessions (see auth::cache).
     let cache_fd = match crate::auth::cache::enable() {
         Ok(fd) => Some(fd),
@@ -98,6 +102,9 @@ pub fn run(
             break;
         }
         let Some(ls) = listeners.as_ref() else { break };
+        if let Err(e) = warm.global_options() {
+            crate::log_warn!("reading the global options: {e}");
+        }
         let listen_fds: Vec<i32> = ls.iter().map(|l| l.as_raw_fd()).collect();
         periodic.run_due(settings, &listen_fds);
         // The listening sockets, then the auth cache's report pipe; a
@@ -134,7 +141,7 @@ pub fn run(
                             refuse(stream, max_connections);
                             continue;
                         }
-                        if let Some(pid) = spawn_session(stream, &fds, settings) {
+                        if let Some(pid) = spawn_session(stream, &fds, settings, &mut warm) {
                             children.insert(pid);
                         }
                     }
@@ -204,6 +211,7 @@ fn spawn_session(
     stream: TcpStream,
     listeners: &[libc::pollfd],
     settings: &Settings,
+    warm: &mut Store,
 ) -> Option<Pid> {
     // SAFETY: the listener is single-threaded, so the child may run freely.
     match unsafe { fork() } {
@@ -218,12 +226,16 @@ fn spawn_session(
             for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD] {
                 let _ = install(sig, SigHandler::SigDfl);
             }
-            crate::log::reopen();
+            crate::log::after_fork();
             let peer = peer_name(&stream);
             let fd = stream.as_raw_fd();
             let _ = stream.set_nodelay(true);
             match Connection::new(fd, fd, settings.write_timeout) {
-                Ok(conn) => crate::session::serve(conn, settings, &peer),
+                Ok(conn) => {
+                    // The listener's store, global options parsed: taken over.
+                    let store = std::mem::replace(warm, Store::open(&settings.data_dir));
+                    crate::session::serve(conn, settings, &peer, store)
+                }
                 Err(e) => crate::log_warn!("{peer}: {e}"),
             }
             drop(stream);
@@ -341,7 +353,7 @@ pub fn serve_inetd(settings: &Settings) {
         p
     };
     match Connection::new(0, 1, settings.write_timeout) {
-        Ok(conn) => crate::session::serve(conn, settings, &peer),
+        Ok(conn) => crate::session::serve(conn, settings, &peer, Store::open(&settings.data_dir)),
         Err(e) => crate::log_error!("inetd session: {e}"),
     }
 }

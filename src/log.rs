@@ -56,6 +56,17 @@ pub fn init(to_stderr: bool) {
 }
 
 /// After fork: the child logs under its own pid.
+/// After fork: the child keeps the inherited syslog socket and logs under
+/// its own pid (no reconnect).
+pub fn after_fork() {
+    if let Ok(mut g) = SYSLOG.lock()
+        && let Some(l) = g.as_mut()
+    {
+        l.formatter.pid = std::process::id();
+    }
+}
+
+/// Connect to syslog afresh (at start).
 pub fn reopen() {
     let formatter = Formatter3164 {
         facility: Facility::LOG_MAIL,

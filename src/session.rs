@@ -76,8 +76,8 @@ fn send(conn: &mut Connection, r: &Response) -> io::Result<()> {
 }
 
 /// Serve one client until it logs out, goes away, idles out or fails.
-pub fn serve(mut conn: Connection, settings: &Settings, peer: &str) {
-    let mut handler = Handler::new(settings, peer);
+pub fn serve(mut conn: Connection, settings: &Settings, peer: &str, store: crate::store::Store) {
+    let mut handler = Handler::new(settings, peer, store);
     crate::telemetry::attach(&mut conn, settings, peer);
     let greeting = Response::untagged(
         Status::Ok,

@@ -5,7 +5,7 @@ use super::addressbook::fetch_response;
 use super::{Done, Handler, Output};
 use crate::protocol::LockTarget;
 use crate::store::abook::{self, owner_of};
-use crate::store::alock::{self, Locked};
+use crate::store::alock::{self, Holder, Locked};
 
 impl Handler<'_> {
     pub(super) fn lock(&mut self, target: LockTarget, out: &mut dyn Output) -> Done {
@@ -29,7 +29,7 @@ impl Handler<'_> {
             Err(d) => return d,
         };
         let user = self.user.clone().expect("logged in");
-        let holder = self.holder.clone().expect("logged in");
+        let holder = self.holder();
         match self.store.lock(&user, name.as_bytes(), &holder) {
             Ok(Locked::Taken) => {
                 self.lock_owners.insert(user);
@@ -50,7 +50,7 @@ impl Handler<'_> {
 
     fn unlock_option(&mut self, name: &str) -> Done {
         let user = self.user.clone().expect("logged in");
-        let holder = self.holder.clone().expect("logged in");
+        let holder = self.holder();
         match self.store.unlock(&user, name.as_bytes(), &holder) {
             Ok(true) => Done::completed("unlock"),
             Ok(false) => Done::no(format!("option '{name}' not locked by current client")),
@@ -67,7 +67,7 @@ impl Handler<'_> {
             return e.into();
         }
         let owner = owner_of(&book).to_string();
-        let holder = self.holder.clone().expect("logged in");
+        let holder = self.holder();
         let shown = String::from_utf8_lossy(name).into_owned();
         match self
             .store
@@ -96,7 +96,7 @@ impl Handler<'_> {
             Err(d) => return d,
         };
         let owner = owner_of(&book).to_string();
-        let holder = self.holder.clone().expect("logged in");
+        let holder = self.holder();
         match self
             .store
             .unlock(&owner, &alock::entry_key(&book, name), &holder)
@@ -108,6 +108,19 @@ impl Handler<'_> {
             )),
             Err(e) => e.into(),
         }
+    }
+
+    /// This session as a lock holder (made at its first lock: it reads the
+    /// process's start time).
+    fn holder(&mut self) -> Holder {
+        let who = format!(
+            "{}@{}",
+            self.user.as_deref().unwrap_or(""),
+            self.peer_host()
+        );
+        self.holder
+            .get_or_insert_with(|| Holder::this_process(who))
+            .clone()
     }
 
     /// Release every lock this session holds.

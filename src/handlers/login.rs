@@ -8,7 +8,6 @@ use std::time::Duration;
 use super::{Done, Handler, Output};
 use crate::auth::Verdict;
 use crate::protocol::{Command, Response};
-use crate::store::alock::Holder;
 use crate::store::names;
 
 /// The one answer to a wrong user or a wrong password.
@@ -143,7 +142,6 @@ impl Handler<'_> {
         }
         self.store.sweep(Some(&user));
         crate::log_login!("login: {user} from {}", self.peer);
-        self.holder = Some(Holder::this_process(format!("{user}@{}", self.peer_host())));
         let text = format!("User `{user}' Logged in");
         self.login_user = Some(user.clone());
         self.password = password;

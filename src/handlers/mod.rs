@@ -156,11 +156,13 @@ pub struct Handler<'a> {
 }
 
 impl<'a> Handler<'a> {
-    pub fn new(settings: &'a Settings, peer: &str) -> Handler<'a> {
+    /// A session's handler over `store` (the listener hands over its own,
+    /// with the global options already parsed).
+    pub fn new(settings: &'a Settings, peer: &str, store: Store) -> Handler<'a> {
         Handler {
             settings,
             peer: peer.to_string(),
-            store: Store::open(&settings.data_dir),
+            store,
             auth: Auth::new(&settings.data_dir),
             user: None,
             login_user: None,

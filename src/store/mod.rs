@@ -85,14 +85,14 @@ impl Store {
         self.user_dir(user).is_dir()
     }
 
-    /// Remove temp files left by killed writers in the data directory and,
-    /// given a user, in their directory.
+    /// Remove temp files left by killed writers: in a user's directory
+    /// (at their login), or in the data directory itself (at start).
     pub fn sweep(&self, user: Option<&str>) {
         let age = std::time::Duration::from_secs(60);
-        let mut n = file::sweep_temp_files(&self.root, age);
-        if let Some(u) = user {
-            n += file::sweep_temp_files(&self.user_dir(u), age);
-        }
+        let n = match user {
+            Some(u) => file::sweep_temp_files(&self.user_dir(u), age),
+            None => file::sweep_temp_files(&self.root, age),
+        };
         if n > 0 {
             crate::log_warn!("removed {n} temp file(s) left by interrupted writes");
         }
