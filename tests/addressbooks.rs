@@ -373,3 +373,25 @@ fn sixteen_processes_storing_into_one_book_lose_nothing() {
     let file = s.read("user/fred/abook.fred");
     assert_eq!(file.lines().count(), 800);
 }
+
+#[test]
+fn a_repeated_search_sees_what_another_session_stored() {
+    let s = Server::start();
+    let mut a = s.login("fred");
+    let mut b = s.login("fred");
+    barney(&mut a);
+    assert_eq!(a.ok("SEARCHADDRESS fred name *rubble").len(), 1);
+    b.ok("STOREADDRESS fred \"Betty Rubble\" email betty@bedrock");
+    assert_eq!(
+        a.ok("SEARCHADDRESS fred name *rubble email b*"),
+        vec![
+            "* SEARCHADDRESS \"Barney Rubble\"",
+            "* SEARCHADDRESS \"Betty Rubble\""
+        ]
+    );
+    b.ok("DELETEADDRESS fred \"Barney Rubble\"");
+    assert_eq!(
+        a.ok("SEARCHADDRESS fred name *rubble"),
+        vec!["* SEARCHADDRESS \"Betty Rubble\""]
+    );
+}

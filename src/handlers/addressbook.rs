@@ -236,30 +236,42 @@ impl Handler<'_> {
             Ok(None) => {}
             Err(d) => return d,
         }
-        let bytes = match self.store.book_bytes(&book) {
+        let (bytes, index) = match self.store.book_index(&book) {
             Ok(b) => b,
             Err(e) => return e.into(),
         };
-        let crit: Vec<(Option<Vec<u8>>, Pattern)> = criteria
-            .iter()
-            .map(|(f, p)| {
-                let field = (!f.eq_ignore_ascii_case("name")).then(|| f.as_bytes().to_vec());
-                (field, Pattern::new(p, true))
-            })
-            .collect();
-        abook::scan_entries(&bytes, |name, fields| {
-            let hit = crit.iter().all(|(field, pat)| match field {
-                None => pat.matches(name),
-                Some(f) => fields
-                    .iter()
-                    .any(|(k, v)| k.eq_ignore_ascii_case(f) && pat.matches(v)),
-            });
+        // Name criteria are tested on the index; field criteria on the
+        // lines of the entries whose names matched.
+        let mut by_name = Vec::new();
+        let mut by_field = Vec::new();
+        for (f, p) in criteria {
+            let pat = Pattern::new(p, true);
+            if f.eq_ignore_ascii_case("name") {
+                by_name.push(pat);
+            } else {
+                by_field.push((f.as_bytes(), pat));
+            }
+        }
+        for (name, lines) in index.iter() {
+            if !by_name.iter().all(|p| p.matches(name)) {
+                continue;
+            }
+            let mut hit = true;
+            if !by_field.is_empty() {
+                abook::scan_entries(&bytes[lines], |_, fields| {
+                    hit = by_field.iter().all(|(f, pat)| {
+                        fields
+                            .iter()
+                            .any(|(k, v)| k.eq_ignore_ascii_case(f) && pat.matches(v))
+                    });
+                });
+            }
             if hit {
                 out.send(Response::Untagged(Data::SearchAddress {
                     name: name.to_vec(),
                 }));
             }
-        });
+        }
         Done::completed("searchaddress")
     }
 

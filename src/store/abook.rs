@@ -124,6 +124,72 @@ pub fn scan_entries<'a>(bytes: &'a [u8], mut f: impl FnMut(&[u8], &[ScannedField
     }
 }
 
+/// Where each entry of a book's file lies: its name (unescaped) and the
+/// bytes of its lines. Built by one pass over the file and kept with its
+/// bytes, so that a repeated search tests names without reading lines,
+/// and reads the lines of an entry only when its name matched.
+#[derive(Debug, Default)]
+pub struct EntryIndex {
+    names: Vec<u8>,
+    entries: Vec<(u32, u32, usize, usize)>,
+}
+
+impl EntryIndex {
+    /// Index a book file's bytes.
+    pub fn build(bytes: &[u8]) -> EntryIndex {
+        let mut ix = EntryIndex::default();
+        let mut current: Option<(&[u8], usize)> = None;
+        let mut last_end = 0;
+        let mut start = 0;
+        let close = |ix: &mut EntryIndex, name: &[u8], from: usize, to: usize| {
+            let at = ix.names.len();
+            codec::unescape_into(name, &mut ix.names);
+            ix.entries
+                .push((at as u32, (ix.names.len() - at) as u32, from, to));
+        };
+        while start < bytes.len() {
+            let end = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |i| start + i);
+            let line = &bytes[start..end];
+            let Some(name) = memchr::memchr(b' ', line)
+                .and_then(|sp| memchr::memchr(b'"', &line[..sp]))
+                .map(|q| &line[..q])
+            else {
+                start = end + 1;
+                continue;
+            };
+            match current {
+                Some((cur, _)) if cur == name => {}
+                Some((cur, from)) => {
+                    close(&mut ix, cur, from, last_end);
+                    current = Some((name, start));
+                }
+                None => current = Some((name, start)),
+            }
+            last_end = end;
+            start = end + 1;
+        }
+        if let Some((cur, from)) = current {
+            close(&mut ix, cur, from, last_end);
+        }
+        ix
+    }
+
+    /// Each entry: its name, and the byte range of its lines.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], std::ops::Range<usize>)> {
+        self.entries
+            .iter()
+            .map(|&(at, len, from, to)| (&self.names[at as usize..(at + len) as usize], from..to))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 /// Check an entry name from the wire: not empty, no `"`.
 pub fn check_entry_name(name: &[u8]) -> Result<(), StoreError> {
     if name.is_empty() {
@@ -321,6 +387,24 @@ impl Store {
         self.files.read_raw(&p)
     }
 
+    /// A book's bytes with the index of its entries, both reused while the
+    /// file is unchanged.
+    pub fn book_index(
+        &mut self,
+        book: &str,
+    ) -> Result<(Arc<Vec<u8>>, Arc<EntryIndex>), StoreError> {
+        let bytes = self.book_bytes(book)?;
+        if let Some((b, ix)) = self.indexes.get(book)
+            && Arc::ptr_eq(b, &bytes)
+        {
+            return Ok((bytes, ix.clone()));
+        }
+        let ix = Arc::new(EntryIndex::build(&bytes));
+        self.indexes
+            .insert(book.to_string(), (bytes.clone(), ix.clone()));
+        Ok((bytes, ix))
+    }
+
     /// The records of a book.
     pub fn book_records(&mut self, book: &str) -> Result<Arc<Records>, StoreError> {
         let p = self.book_path(book);
@@ -402,6 +486,20 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn indexes_entries_by_name_and_lines() {
+        let file = b"A\\sB\" \nA\\sB\"email x\ngarbage\nC\" \nC\"f 1\nC\"g 2";
+        let ix = EntryIndex::build(file);
+        let got: Vec<(Vec<u8>, &[u8])> = ix.iter().map(|(n, r)| (n.to_vec(), &file[r])).collect();
+        assert_eq!(
+            got,
+            vec![
+                (b"A B".to_vec(), &b"A\\sB\" \nA\\sB\"email x"[..]),
+                (b"C".to_vec(), &b"C\" \nC\"f 1\nC\"g 2"[..]),
+            ]
+        );
+    }
 
     #[test]
     fn scans_entries_from_file_bytes() {

@@ -48,6 +48,11 @@ impl StoreError {
 pub struct Store {
     root: PathBuf,
     pub files: Files,
+    /// Entry indexes of address books, with the bytes they index.
+    indexes: std::collections::HashMap<
+        String,
+        (std::sync::Arc<Vec<u8>>, std::sync::Arc<abook::EntryIndex>),
+    >,
 }
 
 impl Store {
@@ -55,6 +60,7 @@ impl Store {
         Store {
             root: root.to_path_buf(),
             files: Files::default(),
+            indexes: Default::default(),
         }
     }
 
