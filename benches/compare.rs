@@ -178,6 +178,8 @@ struct Figures {
     set_get: f64,
     store_5k: f64,
     search_5k: (f64, f64),
+    store_10k: f64,
+    search_10k: (f64, f64),
     search_100k: (f64, f64),
     store_100k: f64,
     concurrent: (f64, usize),
@@ -194,6 +196,7 @@ struct Counts {
 
 fn measure(t: &Target, k: &Counts) -> Figures {
     preload(&t.dir, "bench5k", 5_000);
+    preload(&t.dir, "bench10k", 10_000);
     preload(&t.dir, "bench100k", k.big);
     eprintln!("[{}] sessions", t.name);
     let sessions = sessions_per_sec(t, k.sessions);
@@ -201,9 +204,11 @@ fn measure(t: &Target, k: &Counts) -> Figures {
     let set_get = set_get_pairs_per_sec(t, k.pairs);
     eprintln!("[{}] searches", t.name);
     let search_5k = search_ms(t, "bench5k", 10);
+    let search_10k = search_ms(t, "bench10k", 10);
     let search_100k = search_ms(t, "bench100k", 5);
     eprintln!("[{}] STOREADDRESS", t.name);
     let store_5k = stores_per_sec(t, "bench5k", k.stores);
+    let store_10k = stores_per_sec(t, "bench10k", k.stores);
     let store_100k = stores_per_sec(t, "bench100k", (k.stores / 10).max(10));
     eprintln!("[{}] 8 writers", t.name);
     let concurrent = concurrent_writers(t, "benchconc", k.per_writer);
@@ -213,6 +218,8 @@ fn measure(t: &Target, k: &Counts) -> Figures {
         set_get,
         store_5k,
         search_5k,
+        store_10k,
+        search_10k,
         search_100k,
         store_100k,
         concurrent,
@@ -225,6 +232,7 @@ fn start_imspd(fsync: bool) -> Server {
         .options(&options(fsync))
         .user("bench", "benchpw")
         .user("bench5k", "benchpw")
+        .user("bench10k", "benchpw")
         .user("bench100k", "benchpw")
         .user("benchconc", "benchpw")
         .start()
@@ -251,7 +259,7 @@ impl Cyrus {
         }
         std::fs::create_dir_all(Path::new(CYRUS_DIR).join("user")).ok()?;
         std::fs::write(Path::new(CYRUS_DIR).join("options"), options(false)).ok()?;
-        for u in ["bench", "bench5k", "bench100k", "benchconc"] {
+        for u in ["bench", "bench5k", "bench10k", "bench100k", "benchconc"] {
             let mut p = Command::new("saslpasswd2")
                 .args(["-p", "-c", u])
                 .stdin(Stdio::piped())
@@ -411,6 +419,12 @@ fn main() {
         "/s",
     );
     row(
+        "STOREADDRESS/s, 10,000-entry book",
+        |f| f.store_10k,
+        true,
+        "/s",
+    );
+    row(
         "STOREADDRESS/s, 100,000-entry book",
         |f| f.store_100k,
         true,
@@ -425,6 +439,18 @@ fn main() {
     row(
         "SEARCHADDRESS 5,000 entries, repeated (median)",
         |f| f.search_5k.1,
+        false,
+        "ms",
+    );
+    row(
+        "SEARCHADDRESS 10,000 entries, first in session",
+        |f| f.search_10k.0,
+        false,
+        "ms",
+    );
+    row(
+        "SEARCHADDRESS 10,000 entries, repeated (median)",
+        |f| f.search_10k.1,
         false,
         "ms",
     );
