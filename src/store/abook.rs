@@ -425,37 +425,40 @@ impl Store {
         let owner = owner_of(book).to_string();
         let usage = self.usage_of(&owner)?;
         let p = self.book_path(book);
-        let (entry, delta) = self.files.update(&p, ORDER, |recs| {
-            // Keep the case the entry was created with.
-            let stored = entry(recs, name)
-                .map(|e| e.name)
-                .unwrap_or_else(|| name.to_vec());
-            let prefix = entry_prefix(&stored);
-            let mut delta: i64 = 0;
-            if recs.get(&prefix).is_none() {
-                recs.insert(prefix.clone(), Vec::new());
-            }
-            for (field, value) in fields {
-                let mut key = prefix.clone();
-                key.extend_from_slice(field.as_bytes());
-                let old = if value.is_empty() {
-                    recs.remove(&key)
-                } else {
-                    recs.insert(key.clone(), value.clone())
-                };
-                if let Some(o) = &old {
-                    delta -= quota::field_cost(&key, o) as i64;
+        // Only the entry's lines are read and rewritten in the file.
+        let (entry, delta) = self
+            .files
+            .update_prefix(&p, ORDER, &entry_prefix(name), |recs| {
+                // Keep the case the entry was created with.
+                let stored = entry(recs, name)
+                    .map(|e| e.name)
+                    .unwrap_or_else(|| name.to_vec());
+                let prefix = entry_prefix(&stored);
+                let mut delta: i64 = 0;
+                if recs.get(&prefix).is_none() {
+                    recs.insert(prefix.clone(), Vec::new());
                 }
-                if !value.is_empty() {
-                    delta += quota::field_cost(&key, value) as i64;
+                for (field, value) in fields {
+                    let mut key = prefix.clone();
+                    key.extend_from_slice(field.as_bytes());
+                    let old = if value.is_empty() {
+                        recs.remove(&key)
+                    } else {
+                        recs.insert(key.clone(), value.clone())
+                    };
+                    if let Some(o) = &old {
+                        delta -= quota::field_cost(&key, o) as i64;
+                    }
+                    if !value.is_empty() {
+                        delta += quota::field_cost(&key, value) as i64;
+                    }
                 }
-            }
-            if delta > 0 {
-                quota::check(usage.saturating_add(delta as u64), quota_kb)?;
-            }
-            let e = entry(recs, &stored).expect("just stored");
-            Ok::<_, StoreError>(((e, delta), true))
-        })?;
+                if delta > 0 {
+                    quota::check(usage.saturating_add(delta as u64), quota_kb)?;
+                }
+                let e = entry(recs, &stored).expect("just stored");
+                Ok::<_, StoreError>(((e, delta), true))
+            })?;
         self.add_usage(&owner, delta)?;
         Ok(entry)
     }
@@ -465,7 +468,7 @@ impl Store {
         let owner = owner_of(book).to_string();
         let p = self.book_path(book);
         let prefix = entry_prefix(name);
-        let freed = self.files.update(&p, ORDER, |recs| {
+        let freed = self.files.update_prefix(&p, ORDER, &prefix, |recs| {
             let keys: Vec<(Vec<u8>, u64)> = recs
                 .with_prefix(&prefix)
                 .map(|(k, v)| (k.to_vec(), quota::field_cost(k, v)))

@@ -284,6 +284,69 @@ impl Records {
     }
 }
 
+/// The unescaped key of the line that starts at `at` (up to its first
+/// space, or the whole line), into `key`; returns where the line ends.
+fn line_key(bytes: &[u8], at: usize, key: &mut Vec<u8>) -> usize {
+    let end = memchr::memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |i| at + i);
+    let line = &bytes[at..end];
+    let raw = memchr::memchr(b' ', line).map_or(line, |sp| &line[..sp]);
+    key.clear();
+    codec::unescape_into(raw, key);
+    end
+}
+
+fn has_prefix(order: Order, key: &[u8], prefix: &[u8]) -> bool {
+    key.len() >= prefix.len() && order.cmp(&key[..prefix.len()], prefix) == Ordering::Equal
+}
+
+/// Whether every non-empty line's key is after the one before.
+fn lines_in_order(bytes: &[u8], order: Order) -> bool {
+    let (mut prev, mut key) = (Vec::new(), Vec::new());
+    let mut at = 0;
+    let mut first = true;
+    while at < bytes.len() {
+        let end = line_key(bytes, at, &mut key);
+        if end > at {
+            if !first && order.cmp(&prev, &key) != Ordering::Less {
+                return false;
+            }
+            first = false;
+            std::mem::swap(&mut prev, &mut key);
+        }
+        at = end + 1;
+    }
+    true
+}
+
+/// The byte range of the lines whose keys start with `prefix`, in a file
+/// in order: found by binary search over line starts.
+fn prefix_range(bytes: &[u8], order: Order, prefix: &[u8]) -> (usize, usize) {
+    let mut key = Vec::new();
+    let (mut lo, mut hi) = (0, bytes.len());
+    // Lines starting before `lo` sort before the prefix; those from `hi` on
+    // do not.
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let start = memchr::memrchr(b'\n', &bytes[lo..mid]).map_or(lo, |i| lo + i + 1);
+        let end = line_key(bytes, start, &mut key);
+        if order.cmp(&key, prefix) == Ordering::Less {
+            lo = end + 1;
+        } else {
+            hi = start;
+        }
+    }
+    let lo = lo.min(bytes.len());
+    let mut hi = lo;
+    while hi < bytes.len() {
+        let end = line_key(bytes, hi, &mut key);
+        if !has_prefix(order, &key, prefix) {
+            break;
+        }
+        hi = (end + 1).min(bytes.len());
+    }
+    (lo, hi)
+}
+
 /// What identifies one version of a file on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
@@ -350,6 +413,8 @@ pub struct Files {
     cache: HashMap<PathBuf, (Option<Stamp>, Arc<Records>)>,
     /// Files kept as their bytes, for scans that need no parsed records.
     raw: HashMap<PathBuf, (Option<Stamp>, Arc<Vec<u8>>)>,
+    /// Whether a version of a file is in order, for [`Files::update_prefix`].
+    sorted: HashMap<PathBuf, (Option<Stamp>, bool)>,
     pub fsync: bool,
 }
 
@@ -358,6 +423,7 @@ impl Default for Files {
         Files {
             cache: HashMap::new(),
             raw: HashMap::new(),
+            sorted: HashMap::new(),
             fsync: true,
         }
     }
@@ -402,20 +468,83 @@ impl Files {
             return Ok(bytes.clone());
         }
         let _lock = Lock::take(path, false)?;
+        Ok(self.load_raw(path)?.1)
+    }
+
+    /// The current bytes of `path` (the caller holds its lock).
+    fn load_raw(&mut self, path: &Path) -> Result<(Option<Stamp>, Arc<Vec<u8>>), StoreError> {
         let (stamp, bytes) = match File::open(path) {
             Ok(mut f) => {
                 let m = f.metadata().map_err(|e| StoreError::io(path, e))?;
+                let stamp = Some(Stamp::of(&m));
+                if let Some((s, bytes)) = self.raw.get(path)
+                    && *s == stamp
+                {
+                    return Ok((stamp, bytes.clone()));
+                }
                 let mut bytes = Vec::with_capacity(m.len() as usize);
                 f.read_to_end(&mut bytes)
                     .map_err(|e| StoreError::io(path, e))?;
-                (Some(Stamp::of(&m)), bytes)
+                (stamp, bytes)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => (None, Vec::new()),
             Err(e) => return Err(StoreError::io(path, e)),
         };
         let bytes = Arc::new(bytes);
         self.raw.insert(path.to_path_buf(), (stamp, bytes.clone()));
-        Ok(bytes)
+        Ok((stamp, bytes))
+    }
+
+    /// Read-modify-write of the records whose keys start with `prefix` (in
+    /// the file's order), without parsing or re-encoding the rest of the
+    /// file: their lines are found by binary search, `change` gets them as
+    /// records, and the new lines are spliced between the untouched bytes.
+    /// The write is the same as [`Files::update`]'s (temp file, fsync,
+    /// rename). `change` must keep every key within the prefix. A file not
+    /// in order (edited by hand) takes the full path, which sorts it.
+    pub fn update_prefix<T, E: From<StoreError>>(
+        &mut self,
+        path: &Path,
+        order: Order,
+        prefix: &[u8],
+        change: impl FnOnce(&mut Records) -> Result<(T, bool), E>,
+    ) -> Result<T, E> {
+        let lock = Lock::take(path, true)?;
+        let (stamp, bytes) = self.load_raw(path)?;
+        let sorted = match self.sorted.get(path) {
+            Some((s, sorted)) if *s == stamp => *sorted,
+            _ => {
+                let sorted = lines_in_order(&bytes, order);
+                self.sorted.insert(path.to_path_buf(), (stamp, sorted));
+                sorted
+            }
+        };
+        if !sorted {
+            drop(lock);
+            return self.update(path, order, change);
+        }
+        let (lo, hi) = prefix_range(&bytes, order, prefix);
+        let (mut part, _) = Records::parse(order, &bytes[lo..hi]);
+        let (result, write) = change(&mut part)?;
+        if !write {
+            return Ok(result);
+        }
+        if part.iter().any(|(k, _)| !has_prefix(order, k, prefix)) {
+            return Err(StoreError::Invalid("a change went outside its records".into()).into());
+        }
+        let mut new = Vec::with_capacity(bytes.len() + 256);
+        new.extend_from_slice(&bytes[..lo]);
+        if lo == bytes.len() && lo > 0 && bytes[lo - 1] != b'\n' {
+            new.push(b'\n');
+        }
+        new.extend_from_slice(&part.encode());
+        new.extend_from_slice(&bytes[hi..]);
+        let m = write_atomic(path, &new, self.fsync)?;
+        let stamp = Some(Stamp::of(&m));
+        self.raw.insert(path.to_path_buf(), (stamp, Arc::new(new)));
+        self.sorted.insert(path.to_path_buf(), (stamp, true));
+        self.cache.remove(path);
+        Ok(result)
     }
 
     /// Read and parse `path` (the caller holds its lock).
@@ -693,6 +822,57 @@ mod tests {
         let (again, damaged) = Records::parse(Order::Bytes, &r.encode());
         assert!(damaged.is_empty());
         assert!(again.iter().eq(r.iter()));
+    }
+
+    /// Entry updates by splicing agree with full rewrites, byte for byte.
+    #[test]
+    fn prefix_updates_splice_what_a_full_rewrite_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let mut files = Files {
+            fsync: false,
+            ..Files::default()
+        };
+        let mut x: u64 = 11;
+        for _ in 0..1500 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let name = format!(
+                "{} {}",
+                ["ann", "Bob", "bob b", "Zed", "a-b", "a b", "é"][(x >> 33) as usize % 7],
+                (x >> 40) % 5
+            );
+            let mut prefix = name.clone().into_bytes();
+            prefix.push(b'"');
+            let field = ["", "email", "Phone", "notes"][(x >> 50) as usize % 4];
+            let remove = (x >> 60).is_multiple_of(3);
+            let value = format!("v{}\nline \\ {}", x % 97, x % 13).into_bytes();
+            let change = |r: &mut Records| -> Result<((), bool), StoreError> {
+                let mut key = prefix.clone();
+                key.extend_from_slice(field.as_bytes());
+                if remove {
+                    r.retain(|k, _| !has_prefix(Order::CaseInsensitive, k, &prefix));
+                } else {
+                    r.insert(key, value.clone());
+                }
+                Ok(((), true))
+            };
+            files.update(&a, Order::CaseInsensitive, change).unwrap();
+            files
+                .update_prefix(&b, Order::CaseInsensitive, &prefix, change)
+                .unwrap();
+            assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+        }
+        // A file out of order (edited by hand) is sorted by the full path.
+        fs::write(&b, b"z\" \na\" \n").unwrap();
+        files
+            .update_prefix::<_, StoreError>(&b, Order::CaseInsensitive, b"m\"", |r| {
+                r.insert(b"m\"".to_vec(), Vec::new());
+                Ok(((), true))
+            })
+            .unwrap();
+        assert_eq!(fs::read(&b).unwrap(), b"a\" \nm\" \nz\" \n");
     }
 
     #[test]
