@@ -7,10 +7,9 @@
 //! regressions and a stream of pseudo-random inputs under plain
 //! `cargo test`, with no nightly toolchain.
 
-use std::io;
-
+use imspd::protocol::framing::SliceTransport;
 use imspd::protocol::parser::frame_tag;
-use imspd::protocol::{Frame, FrameReader, Limits, ParseError, Transport, parse_command};
+use imspd::protocol::{Frame, FrameReader, Limits, ParseError, parse_command};
 use imspd::store::codec::{parse_line, put_record};
 use imspd::store::{Order, Records};
 
@@ -37,39 +36,8 @@ pub fn parse_command_input(data: &[u8]) {
     assert_eq!(parse_command(data), parse_command(data));
 }
 
-/// A transport over a byte slice, handing out `chunk` bytes per read and
-/// counting go-aheads and the most it ever had to hold.
-struct Slice<'a> {
-    data: &'a [u8],
-    pos: usize,
-    chunk: usize,
-    go_aheads: usize,
-    fills: usize,
-}
-
-impl Transport for Slice<'_> {
-    fn fill(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        self.fills += 1;
-        let end = (self.pos + self.chunk).min(self.data.len());
-        buf.extend_from_slice(&self.data[self.pos..end]);
-        let n = end - self.pos;
-        self.pos = end;
-        Ok(n)
-    }
-    fn go_ahead(&mut self) -> io::Result<()> {
-        self.go_aheads += 1;
-        Ok(())
-    }
-}
-
 pub fn frames(data: &[u8], chunk: usize, limits: Limits) -> (Vec<Frame>, usize) {
-    let mut t = Slice {
-        data,
-        pos: 0,
-        chunk,
-        go_aheads: 0,
-        fills: 0,
-    };
+    let mut t = SliceTransport::new(data, chunk);
     let mut r = FrameReader::new(limits);
     let mut out = Vec::new();
     loop {
@@ -93,7 +61,7 @@ pub fn frames(data: &[u8], chunk: usize, limits: Limits) -> (Vec<Frame>, usize) 
         }
         out.push(f);
     }
-    assert_eq!(t.pos, data.len(), "input left unread at Eof");
+    assert_eq!(t.consumed(), data.len(), "input left unread at Eof");
     (out, t.go_aheads)
 }
 

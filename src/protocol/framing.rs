@@ -271,39 +271,57 @@ impl FrameReader {
     }
 }
 
+/// A transport over bytes in memory, handing out `chunk` bytes a read:
+/// for tests and fuzzing of the reader with every split of its input.
+pub struct SliceTransport<'a> {
+    data: &'a [u8],
+    pos: usize,
+    chunk: usize,
+    /// Go-aheads the reader sent.
+    pub go_aheads: usize,
+    /// Reads the reader asked for.
+    pub fills: usize,
+}
+
+impl<'a> SliceTransport<'a> {
+    pub fn new(data: &'a [u8], chunk: usize) -> SliceTransport<'a> {
+        SliceTransport {
+            data,
+            pos: 0,
+            chunk: chunk.max(1),
+            go_aheads: 0,
+            fills: 0,
+        }
+    }
+
+    /// How many bytes the reader has taken.
+    pub fn consumed(&self) -> usize {
+        self.pos
+    }
+}
+
+impl Transport for SliceTransport<'_> {
+    fn fill(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        self.fills += 1;
+        let end = (self.pos + self.chunk).min(self.data.len());
+        buf.extend_from_slice(&self.data[self.pos..end]);
+        let n = end - self.pos;
+        self.pos = end;
+        Ok(n)
+    }
+
+    fn go_ahead(&mut self) -> io::Result<()> {
+        self.go_aheads += 1;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Feeds input in chunks of a given size and counts go-aheads.
-    struct Chunked {
-        data: Vec<u8>,
-        pos: usize,
-        chunk: usize,
-        go_aheads: usize,
-    }
-
-    impl Transport for Chunked {
-        fn fill(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-            let end = (self.pos + self.chunk).min(self.data.len());
-            buf.extend_from_slice(&self.data[self.pos..end]);
-            let n = end - self.pos;
-            self.pos = end;
-            Ok(n)
-        }
-        fn go_ahead(&mut self) -> io::Result<()> {
-            self.go_aheads += 1;
-            Ok(())
-        }
-    }
-
     fn frames(input: &[u8], chunk: usize, limits: Limits) -> (Vec<Frame>, usize) {
-        let mut t = Chunked {
-            data: input.to_vec(),
-            pos: 0,
-            chunk,
-            go_aheads: 0,
-        };
+        let mut t = SliceTransport::new(input, chunk);
         let mut r = FrameReader::new(limits);
         let mut out = Vec::new();
         loop {
