@@ -138,7 +138,12 @@ impl Auth {
     pub fn check(&self, global: &OptionTable, user: &str, password: &[u8]) -> Verdict {
         let ttl =
             Duration::from_secs(global.number("imsp.auth.cache.ttl").unwrap_or(300).max(0) as u64);
-        let tag = self.cache_tag(global, user);
+        // The tag reads the password file: only when the cache is on.
+        let tag = if ttl.is_zero() {
+            Vec::new()
+        } else {
+            self.cache_tag(global, user)
+        };
         if !ttl.is_zero() && cache::hit(user, &tag, password, ttl) {
             crate::log_debug!("{user} accepted by the auth cache");
             return Verdict::Accepted;

@@ -17,6 +17,13 @@ use crate::protocol::{Data, Response};
 use crate::store::abook::{self, Entry, owner_of};
 use crate::store::names;
 
+/// Where a readable book's entries live.
+enum Readable {
+    File(String),
+    /// In the LDAP directory, with everybody's rights (USER0 and USER1).
+    Ldap(String, Rights),
+}
+
 pub(super) fn fetch_response(book: &str, e: Entry) -> Response {
     Response::Untagged(Data::FetchAddress {
         book: book.as_bytes().to_vec(),
@@ -227,15 +234,11 @@ impl Handler<'_> {
         criteria: &[(String, Vec<u8>)],
         out: &mut dyn Output,
     ) -> Done {
-        let book = match self.need_book(raw, 'r') {
-            Ok(b) => b,
+        let book = match self.readable_book(raw) {
+            Ok(Readable::Ldap(book, r)) => return self.ldap_search(&book, r, criteria, out),
+            Ok(Readable::File(book)) => book,
             Err(d) => return d,
         };
-        match self.ldap_rights(&book) {
-            Ok(Some(r)) => return self.ldap_search(&book, r, criteria, out),
-            Ok(None) => {}
-            Err(d) => return d,
-        }
         let (bytes, index) = match self.store.book_index(&book) {
             Ok(b) => b,
             Err(e) => return e.into(),
@@ -281,15 +284,11 @@ impl Handler<'_> {
         names: &[Vec<u8>],
         out: &mut dyn Output,
     ) -> Done {
-        let book = match self.need_book(raw, 'r') {
-            Ok(b) => b,
+        let book = match self.readable_book(raw) {
+            Ok(Readable::Ldap(book, _)) => return self.ldap_fetch(&book, names, out),
+            Ok(Readable::File(book)) => book,
             Err(d) => return d,
         };
-        match self.ldap_rights(&book) {
-            Ok(Some(_)) => return self.ldap_fetch(&book, names, out),
-            Ok(None) => {}
-            Err(d) => return d,
-        }
         let recs = match self.store.book_records(&book) {
             Ok(r) => r,
             Err(e) => return e.into(),
@@ -360,6 +359,15 @@ impl Handler<'_> {
     fn ldap_rights(&mut self, book: &str) -> Result<Option<Rights>, Done> {
         let r = self.store.book_acl(book)?.everybody_rights();
         Ok(r.has('1').then_some(r))
+    }
+
+    /// A book the user may read (`r`), and where its entries live.
+    fn readable_book(&mut self, raw: &[u8]) -> Result<Readable, Done> {
+        let book = self.need_book(raw, 'r')?;
+        Ok(match self.ldap_rights(&book)? {
+            Some(r) => Readable::Ldap(book, r),
+            None => Readable::File(book),
+        })
     }
 
     fn refuse_ldap_writes(&mut self, book: &str) -> Result<(), Done> {

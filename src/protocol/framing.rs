@@ -85,11 +85,6 @@ impl FrameReader {
         }
     }
 
-    /// Bytes received but not yet used (pipelined commands).
-    pub fn has_buffered(&self) -> bool {
-        !self.buf.is_empty()
-    }
-
     /// Read one line; a bare LF ends a line as CRLF does. A line over `max`
     /// is consumed without being kept whole.
     fn read_line<T: Transport>(&mut self, t: &mut T, max: usize) -> io::Result<Line> {

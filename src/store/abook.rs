@@ -180,14 +180,6 @@ impl EntryIndex {
             .iter()
             .map(|&(at, len, from, to)| (&self.names[at as usize..(at + len) as usize], from..to))
     }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 /// Check an entry name from the wire: not empty, no `"`.
