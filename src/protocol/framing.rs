@@ -115,15 +115,22 @@ impl FrameReader {
             if let Some(pos) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
                 let mut line: Vec<u8> = self.buf.drain(..=scanned + pos).collect();
                 line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
+                // One CR before the LF ends the line, whether it came in
+                // this read or was already skipped with an over-long line.
                 return Ok(match overflow {
-                    None if line.len() <= max => Line::Complete(line),
-                    None => Line::TooLong {
-                        head: head(&line),
-                        tail: tail(&line),
-                    },
+                    None => {
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                        if line.len() <= max {
+                            Line::Complete(line)
+                        } else {
+                            Line::TooLong {
+                                head: head(&line),
+                                tail: tail(&line),
+                            }
+                        }
+                    }
                     Some((h, mut t)) => {
                         t.extend_from_slice(&line);
                         if t.last() == Some(&b'\r') {
@@ -349,6 +356,30 @@ mod tests {
                 whole,
                 "chunk {chunk}"
             );
+        }
+    }
+
+    /// An over-long line that ends in `{3+}` and two CRs announces no
+    /// literal, however its reads are cut (found by the fuzzer: a CR was
+    /// dropped twice when the line spanned reads, so the next command's
+    /// bytes were skipped as a literal).
+    #[test]
+    fn over_long_line_drops_one_cr_only() {
+        let limits = Limits {
+            max_line: 20,
+            max_literal: 80,
+        };
+        let mut input = b"a SET x ".to_vec();
+        input.extend_from_slice(&[b'0'; 40]);
+        input.extend_from_slice(b" {3+}\r\r\nb NOOP\r\n");
+        let expect = vec![
+            Frame::LineTooLong {
+                tag: Some("a".into()),
+            },
+            Frame::Command(b"b NOOP".to_vec()),
+        ];
+        for chunk in 1..=input.len() {
+            assert_eq!(frames(&input, chunk, limits).0, expect, "chunk {chunk}");
         }
     }
 
