@@ -18,15 +18,38 @@ use common::{Client, Server, children_of};
 const CYRUS: &str = "/usr/sbin/cyrus-imspd";
 const CYRUS_DIR: &str = "/var/lib/imsp";
 
-fn options(fsync: bool) -> String {
+/// How an imspd under test writes.
+#[derive(Clone, Copy)]
+struct Mode {
+    fsync: bool,
+    journal: bool,
+}
+
+impl Mode {
+    fn label(self) -> String {
+        format!(
+            "fsync {}, {}",
+            if self.fsync { "on" } else { "off" },
+            if self.journal { "journal" } else { "rewrite" }
+        )
+    }
+}
+
+fn flag(on: bool) -> &'static str {
+    if on { "+" } else { "-" }
+}
+
+fn options(mode: Mode) -> String {
     format!(
         "common.domain R example.org\n\
          imsp.admin.all N (admin)\n\
          imsp.create.new.users N +\n\
          imsp.db.fsync N {}\n\
+         imsp.db.journal N {}\n\
          imsp.log.level N 1\n\
          imsp.user.quota R 0\n",
-        if fsync { "+" } else { "-" }
+        flag(mode.fsync),
+        flag(mode.journal)
     )
 }
 
@@ -55,8 +78,8 @@ fn preload(dir: &Path, owner: &str, n: usize) {
     std::fs::write(u.join("abooks"), format!("{owner} \n")).unwrap();
 }
 
-struct Target {
-    name: &'static str,
+struct Target<'a> {
+    name: &'a str,
     port: u16,
     listener: u32,
     dir: PathBuf,
@@ -227,9 +250,9 @@ fn measure(t: &Target, k: &Counts) -> Figures {
     }
 }
 
-fn start_imspd(fsync: bool) -> Server {
+fn start_imspd(mode: Mode) -> Server {
     Server::builder()
-        .options(&options(fsync))
+        .options(&options(mode))
         .user("bench", "benchpw")
         .user("bench5k", "benchpw")
         .user("bench10k", "benchpw")
@@ -258,7 +281,11 @@ impl Cyrus {
             std::fs::rename(CYRUS_DIR, &backup).ok()?;
         }
         std::fs::create_dir_all(Path::new(CYRUS_DIR).join("user")).ok()?;
-        std::fs::write(Path::new(CYRUS_DIR).join("options"), options(false)).ok()?;
+        let mode = Mode {
+            fsync: false,
+            journal: false,
+        };
+        std::fs::write(Path::new(CYRUS_DIR).join("options"), options(mode)).ok()?;
         for u in ["bench", "bench5k", "bench10k", "bench100k", "benchconc"] {
             let mut p = Command::new("saslpasswd2")
                 .args(["-p", "-c", u])
@@ -341,30 +368,42 @@ fn main() {
             per_writer: 150,
         }
     };
-    let on = start_imspd(true);
-    let f_on = measure(
-        &Target {
-            name: "imspd fsync on",
-            port: on.port,
-            listener: on.pid(),
-            dir: on.dir.clone(),
-            password: "benchpw",
+    // The default (fsync on, each change rewrites its file), the same
+    // with fsync off, and both with changes journaled (imsp.db.journal).
+    let modes = [
+        Mode {
+            fsync: true,
+            journal: false,
         },
-        &k,
-    );
-    drop(on);
-    let off = start_imspd(false);
-    let f_off = measure(
-        &Target {
-            name: "imspd fsync off",
-            port: off.port,
-            listener: off.pid(),
-            dir: off.dir.clone(),
-            password: "benchpw",
+        Mode {
+            fsync: false,
+            journal: false,
         },
-        &k,
-    );
-    drop(off);
+        Mode {
+            fsync: true,
+            journal: true,
+        },
+        Mode {
+            fsync: false,
+            journal: true,
+        },
+    ];
+    let mut runs: Vec<(String, Figures)> = Vec::new();
+    for mode in modes {
+        let server = start_imspd(mode);
+        let name = format!("imspd ({})", mode.label());
+        let f = measure(
+            &Target {
+                name: &name,
+                port: server.port,
+                listener: server.pid(),
+                dir: server.dir.clone(),
+                password: "benchpw",
+            },
+            &k,
+        );
+        runs.push((mode.label(), f));
+    }
     let cyrus = Cyrus::start();
     let f_cy = cyrus.as_ref().map(|c| {
         measure(
@@ -381,29 +420,38 @@ fn main() {
     drop(cyrus);
 
     let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "| measure | imspd (fsync on) | imspd (fsync off) | cyrus-imspd 1.8 | ratio on/1.8 | ratio off/1.8 |"
-    );
-    let _ = writeln!(t, "|---|---|---|---|---|---|");
+    let mut head = String::from("| measure |");
+    for (label, _) in &runs {
+        let _ = write!(head, " imspd ({label}) |");
+    }
+    head.push_str(" cyrus-imspd 1.8 |");
+    for (label, _) in &runs {
+        let _ = write!(head, " ratio {label} |");
+    }
+    let _ = writeln!(t, "{head}");
+    let _ = writeln!(t, "|---|{}", "---|".repeat(2 * runs.len() + 1));
     let cy = |g: fn(&Figures) -> f64| f_cy.as_ref().map(g);
     let mut row = |name: &str, g: fn(&Figures) -> f64, higher_better: bool, unit: &str| {
-        let (a, b, c) = (g(&f_on), g(&f_off), cy(g));
-        let (r1, r2) = if higher_better {
-            (ratio(a, c), ratio(b, c))
-        } else {
-            (
-                ratio(c.unwrap_or(0.0), Some(a)),
-                ratio(c.unwrap_or(0.0), Some(b)),
-            )
-        };
-        let cs = c
-            .map(|c| format!("{c:.1} {unit}"))
-            .unwrap_or_else(|| "not run".into());
-        let _ = writeln!(
-            t,
-            "| {name} | {a:.1} {unit} | {b:.1} {unit} | {cs} | {r1} | {r2} |"
-        );
+        let c = cy(g);
+        let mut line = format!("| {name} |");
+        for (_, f) in &runs {
+            let _ = write!(line, " {:.1} {unit} |", g(f));
+        }
+        match c {
+            Some(c) => {
+                let _ = write!(line, " {c:.1} {unit} |");
+            }
+            None => line.push_str(" not run |"),
+        }
+        for (_, f) in &runs {
+            let r = if higher_better {
+                ratio(g(f), c)
+            } else {
+                ratio(c.unwrap_or(0.0), Some(g(f)))
+            };
+            let _ = write!(line, " {r} |");
+        }
+        let _ = writeln!(t, "{line}");
     };
     row(
         "sessions/s (connect, LOGIN, LOGOUT)",
@@ -473,17 +521,18 @@ fn main() {
         "/s",
     );
     row("idle session RSS", |f| f.idle_kb as f64, false, "KB");
-    let survived = |f: &Figures| f.concurrent.1;
-    let _ = writeln!(
-        t,
-        "\n8 writers x {} entries: survived imspd(on) {}, imspd(off) {}, cyrus-imspd {}",
-        k.per_writer,
-        survived(&f_on),
-        survived(&f_off),
+    let mut kept = format!("\n8 writers x {} entries, kept:", k.per_writer);
+    for (label, f) in &runs {
+        let _ = write!(kept, " imspd ({label}) {};", f.concurrent.1);
+    }
+    let _ = write!(
+        kept,
+        " cyrus-imspd 1.8 {}",
         f_cy.as_ref()
-            .map(|f| survived(f).to_string())
+            .map(|f| f.concurrent.1.to_string())
             .unwrap_or_else(|| "not run".into())
     );
+    let _ = writeln!(t, "{kept}");
     let _ = writeln!(
         t,
         "(ratios: above 1 means imspd is better; for times and memory, 1.8 / imspd)"

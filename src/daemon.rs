@@ -74,6 +74,15 @@ pub fn run(
     install(Signal::SIGTERM, SigHandler::Handler(on_stop))?;
     install(Signal::SIGINT, SigHandler::Handler(on_stop))?;
     install(Signal::SIGCHLD, SigHandler::Handler(on_child))?;
+    // What sessions killed before their end left in journals goes into
+    // the files, so that the directory is 1.8's again (readers apply the
+    // journals anyway). Done before the daemon says it listens. A Store of its own: the listener keeps no user's
+    // files in memory.
+    match Store::open(&settings.data_dir).fold_journals() {
+        Ok(0) => {}
+        Ok(n) => crate::log_warn!("folded {n} journal(s) left by sessions that did not end"),
+        Err(e) => crate::log_error!("folding journals: {e}"),
+    }
     for l in &listeners {
         crate::log_login!("listening on {}", l.local_addr()?);
         // Tests and scripts wait for this line to learn the port.

@@ -1,7 +1,9 @@
 //! Crashes and concurrency: session processes killed with SIGKILL in the
 //! middle of writing lose nothing that was acknowledged and leave every
 //! file whole; sixteen processes mixing every kind of write end in the
-//! state a serial replay of their acknowledged commands gives.
+//! state a serial replay of their acknowledged commands gives. Each runs
+//! twice: with every change rewriting its file (the default), and with
+//! changes appended to journals (`imsp.db.journal +`).
 
 mod common;
 
@@ -11,8 +13,9 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, children_of};
+use common::{BIN, Client, Server, children_of};
 use imspd::store::file::{Order, Records};
+use imspd::store::journal;
 
 /// A small deterministic pseudo-random sequence (no extra crate).
 struct Lcg(u64);
@@ -27,13 +30,27 @@ impl Lcg {
     }
 }
 
-/// Every database file under `dir` parses with no damaged line.
-fn assert_all_files_whole(dir: &Path) {
+/// Every database file under `dir` parses with no damaged line, and every
+/// journal with no change cut short; returns how many journals there are.
+fn assert_all_files_whole(dir: &Path) -> usize {
+    let mut journals = 0;
     for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
         if e.file_type().unwrap().is_dir() {
-            assert_all_files_whole(&e.path());
+            journals += assert_all_files_whole(&e.path());
+        } else if name.starts_with(".journal.") {
+            journals += 1;
+            let bytes = std::fs::read(e.path()).unwrap();
+            let (_, _, start) = journal::parse_header(&bytes)
+                .unwrap_or_else(|| panic!("{}: no header", e.path().display()));
+            let n = journal::parse_changes(&bytes[start..], |ops| assert!(!ops.is_empty()));
+            assert_eq!(
+                start + n,
+                bytes.len(),
+                "{}: a change cut short",
+                e.path().display()
+            );
         } else if !name.ends_with('.') && !name.starts_with(".tmp.") && name != "passwd" {
             let bytes = std::fs::read(e.path()).unwrap();
             assert!(
@@ -49,6 +66,28 @@ fn assert_all_files_whole(dir: &Path) {
             );
         }
     }
+    journals
+}
+
+/// A server writing by rewrites (the default) or by journals.
+fn server(journaled: bool) -> Server {
+    let b = Server::builder();
+    if journaled {
+        b.option_line("imsp.db.journal N +").start()
+    } else {
+        b.start()
+    }
+}
+
+/// `imspd check --repair`: folds what killed sessions left in journals.
+fn repair(dir: &Path) -> String {
+    let o = std::process::Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["check", "--repair"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Tags answered OK on a raw connection, until it breaks.
@@ -75,7 +114,40 @@ fn acknowledged(stream: TcpStream) -> BTreeSet<String> {
 
 #[test]
 fn sigkill_in_the_middle_of_writes_loses_nothing_acknowledged() {
-    let s = Server::start();
+    sigkill_in_the_middle_of_writes(false);
+}
+
+#[test]
+fn sigkill_in_the_middle_of_journaled_writes_loses_nothing_acknowledged() {
+    sigkill_in_the_middle_of_writes(true);
+}
+
+/// Every acknowledged SET and STOREADDRESS, read back by a new session.
+fn assert_present(
+    s: &Server,
+    options: &BTreeMap<String, String>,
+    entries: &BTreeMap<String, String>,
+) {
+    let mut c = s.login("fred");
+    let got: BTreeSet<String> = c.ok("GET crash.*").into_iter().collect();
+    for (name, value) in options {
+        assert!(
+            got.contains(&format!("* OPTION {name} {value} [READ-WRITE]")),
+            "lost acknowledged SET {name}"
+        );
+    }
+    for (name, value) in entries {
+        let r = c.cmd(&format!("FETCHADDRESS fred \"{name}\""));
+        assert_eq!(
+            r.untagged(),
+            vec![format!("* FETCHADDRESS fred \"{name}\" note {value}")],
+            "lost acknowledged STOREADDRESS {name}"
+        );
+    }
+}
+
+fn sigkill_in_the_middle_of_writes(journaled: bool) {
+    let s = server(journaled);
     let mut rng = Lcg(0x1de5_u64 ^ u64::from(std::process::id()));
     let mut acked_options = BTreeMap::new();
     let mut acked_entries = BTreeMap::new();
@@ -142,23 +214,19 @@ fn sigkill_in_the_middle_of_writes_loses_nothing_acknowledged() {
         partial >= rounds / 4,
         "too few kills landed mid-batch: {partial}"
     );
-    assert_all_files_whole(&s.dir);
+    let journals = assert_all_files_whole(&s.dir);
     // Every acknowledged write is there.
-    let mut c = s.login("fred");
-    let got: BTreeSet<String> = c.ok("GET crash.*").into_iter().collect();
-    for (name, value) in &acked_options {
-        assert!(
-            got.contains(&format!("* OPTION {name} {value} [READ-WRITE]")),
-            "lost acknowledged SET {name}"
-        );
-    }
-    for (name, value) in &acked_entries {
-        let r = c.cmd(&format!("FETCHADDRESS fred \"{name}\""));
-        assert_eq!(
-            r.untagged(),
-            vec![format!("* FETCHADDRESS fred \"{name}\" note {value}")],
-            "lost acknowledged STOREADDRESS {name}"
-        );
+    assert_present(&s, &acked_options, &acked_entries);
+    if journaled {
+        // The last session was killed: its changes are in journals, which
+        // `check --repair` folds into the files.
+        assert!(journals > 0, "no journal left by a killed session");
+        let out = repair(&s.dir);
+        assert!(out.contains("journal"), "{out}");
+        assert_eq!(assert_all_files_whole(&s.dir), 0);
+        assert_present(&s, &acked_options, &acked_entries);
+    } else {
+        assert_eq!(journals, 0);
     }
 }
 
@@ -209,12 +277,22 @@ fn worker(port: u16, i: usize) -> Model {
             }
         }
     }
+    c.ok("LOGOUT");
     m
 }
 
 #[test]
 fn sixteen_processes_mixing_writes_equal_a_serial_replay() {
-    let s = Server::start();
+    sixteen_processes_mixing_writes(false);
+}
+
+#[test]
+fn sixteen_processes_mixing_journaled_writes_equal_a_serial_replay() {
+    sixteen_processes_mixing_writes(true);
+}
+
+fn sixteen_processes_mixing_writes(journaled: bool) {
+    let s = server(journaled);
     let port = s.port;
     let t0 = Instant::now();
     let mut model = Model::default();
@@ -225,7 +303,9 @@ fn sixteen_processes_mixing_writes_equal_a_serial_replay() {
         model.books.extend(m.books);
     }
     assert!(t0.elapsed() < Duration::from_secs(60), "no deadlock");
-    assert_all_files_whole(&s.dir);
+    // Every session ended with LOGOUT or a close: their journals are
+    // folded, the files are 1.8's.
+    assert_eq!(assert_all_files_whole(&s.dir), 0);
 
     let mut c = s.login("fred");
     let want: Vec<String> = model

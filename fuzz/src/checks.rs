@@ -11,6 +11,7 @@ use imspd::protocol::framing::SliceTransport;
 use imspd::protocol::parser::frame_tag;
 use imspd::protocol::{Frame, FrameReader, Limits, ParseError, parse_command};
 use imspd::store::codec::{parse_line, put_record};
+use imspd::store::journal;
 use imspd::store::{Order, Records};
 
 /// `parse_command` on any bytes: no panic, and its verdict agrees with
@@ -126,6 +127,23 @@ pub fn codec_input(data: &[u8]) {
             put_record(&k, &v, &mut out);
             assert_eq!(parse_line(&out[..out.len() - 1]), Some((k, v)));
         }
+    }
+    // Journal changes: parsing any bytes stops within them, at the end of
+    // a whole change; the changes read encode to bytes that parse whole to
+    // the same changes.
+    let mut changes = Vec::new();
+    let n = journal::parse_changes(data, |c| changes.push(c));
+    assert!(n <= data.len());
+    assert!(n == 0 || data[n - 1] == b'\n');
+    let again: Vec<u8> = changes.iter().flat_map(|c| journal::encode(c)).collect();
+    let mut back = Vec::new();
+    assert_eq!(
+        journal::parse_changes(&again, |c| back.push(c)),
+        again.len()
+    );
+    assert_eq!(back, changes);
+    if let Some((_, _, start)) = journal::parse_header(data) {
+        assert!(start <= data.len() && data[start - 1] == b'\n');
     }
     // Any non-empty key with any value.
     let split = data

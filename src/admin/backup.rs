@@ -4,7 +4,8 @@
 //! atomically under its lock.
 //!
 //! Lock files (`NAME.`), temporary files (`.tmp.*`) and the telemetry logs
-//! (`log/`) are not data and are not copied. Symbolic links and special
+//! (`log/`) are not data and are not copied. Nor are journals
+//! (`.journal.*`): a file's journal is folded into it before it is read. Symbolic links and special
 //! files are skipped, so nothing outside the two directories is touched.
 
 use std::collections::BTreeSet;
@@ -14,11 +15,15 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::Result;
-use crate::store::file::{Lock, lock_path, sync_dir, write_atomic};
+use crate::store::file::{Files, Lock, lock_path, sync_dir, write_atomic};
+use crate::store::journal::journal_path;
 
 /// Whether a directory entry is data to copy.
 fn is_data(rel: &Path, name: &str) -> bool {
-    !(name.ends_with('.') || name.starts_with(".tmp.") || rel == Path::new("log"))
+    !(name.ends_with('.')
+        || name.starts_with(".tmp.")
+        || name.starts_with(".journal.")
+        || rel == Path::new("log"))
 }
 
 /// The data files and directories under `root`, relative, sorted; with
@@ -37,6 +42,14 @@ fn walk(root: &Path) -> Result<(Listing, Listing)> {
             let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
             let name = e.file_name().to_string_lossy().into_owned();
             let r = rel.join(&name);
+            if let Some(main) = name.strip_prefix(".journal.") {
+                // A file whose changes are all in its journal so far: it
+                // is folded, then copied.
+                if !main.is_empty() && !dir.join(main).exists() {
+                    files.push((rel.join(main), 0o600));
+                }
+                continue;
+            }
             if !is_data(&r, &name) {
                 continue;
             }
@@ -57,6 +70,7 @@ fn walk(root: &Path) -> Result<(Listing, Listing)> {
     }
     dirs.sort();
     files.sort();
+    files.dedup_by(|a, b| a.0 == b.0);
     Ok((dirs, files))
 }
 
@@ -102,8 +116,10 @@ pub fn backup(data_dir: &Path, dest: &Path) -> Result<usize> {
             .create(&p)
             .map_err(|e| format!("{}: {e}", p.display()))?;
     }
+    let mut store = Files::default();
     for (f, mode) in &files {
         let src = data_dir.join(f);
+        store.fold(&src).map_err(|e| e.to_string())?;
         let bytes = {
             let _lock = Lock::take(&src, false).map_err(|e| e.to_string())?;
             match fs::read(&src) {
@@ -191,6 +207,8 @@ pub fn restore(snap: &Snapshot, data_dir: &Path, force: bool) -> Result<(usize, 
         let p = data_dir.join(f);
         let _lock = Lock::take(&p, true).map_err(|e| e.to_string())?;
         write_atomic(&p, bytes, true).map_err(|e| e.to_string())?;
+        // Changes journaled for the file replaced are not the backup's.
+        let _ = fs::remove_file(journal_path(&p));
         fs::set_permissions(&p, fs::Permissions::from_mode(*mode))
             .map_err(|e| format!("{}: {e}", p.display()))?;
     }
@@ -205,7 +223,15 @@ pub fn restore(snap: &Snapshot, data_dir: &Path, force: bool) -> Result<(usize, 
             let p = data_dir.join(&f);
             {
                 let _lock = Lock::take(&p, true).map_err(|e| e.to_string())?;
-                fs::remove_file(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                // The file, or only its journal (a file not folded yet).
+                for q in [p.clone(), journal_path(&p)] {
+                    match fs::remove_file(&q) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(format!("{}: {e}", q.display()));
+                        }
+                        _ => {}
+                    }
+                }
             }
             let _ = fs::remove_file(lock_path(&p));
             removed += 1;

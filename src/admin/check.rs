@@ -3,10 +3,11 @@
 //! `check` reads every database file of a data directory and reports, as
 //! `FILE:LINE: ...`, each line that is no record of its file's format;
 //! advisory locks whose session is gone; a recorded quota usage that is not
-//! what the files hold; leftover temporary files. `--repair` drops the
-//! damaged lines (rewriting the file atomically under its lock), clears the
-//! stale locks, records the usage the files hold, and removes temporary
-//! files older than ten minutes.
+//! what the files hold; leftover temporary files; damaged journals.
+//! `--repair` drops the damaged lines (rewriting the file atomically under
+//! its lock), clears the stale locks, records the usage the files hold,
+//! removes temporary files older than ten minutes, and folds journals into
+//! their files.
 
 use std::fs;
 use std::io::Write;
@@ -16,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use super::{Result, user_dirs};
 use crate::auth::Auth;
 use crate::store::file::{Lock, Order};
-use crate::store::{Store, StoreError, codec, quota};
+use crate::store::{Store, StoreError, codec, journal, quota};
 
 /// What a database file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +39,8 @@ enum Kind {
 impl Kind {
     fn order(self) -> Order {
         match self {
-            Kind::Acls | Kind::BookList | Kind::Generic => Order::Bytes,
-            Kind::Options | Kind::Book | Kind::Alock => Order::CaseInsensitive,
+            Kind::Acls | Kind::Generic => Order::Bytes,
+            Kind::Options | Kind::BookList | Kind::Book | Kind::Alock => Order::CaseInsensitive,
         }
     }
 
@@ -234,6 +235,10 @@ impl<W: Write> Checker<'_, W> {
                 self.temp_file(&p)?;
                 continue;
             }
+            if let Some(main) = name.strip_prefix(".journal.") {
+                self.journal(&dir.join(main))?;
+                continue;
+            }
             if name.ends_with('.') {
                 continue; // a lock file
             }
@@ -249,6 +254,36 @@ impl<W: Write> Checker<'_, W> {
         }
         self.locks(user)?;
         self.usage(user)
+    }
+
+    /// A journal of changes not yet folded into its file (with
+    /// `imsp.db.journal` on: a session is writing, or one was killed).
+    /// It is part of the database, read by every session: a problem only
+    /// when it is damaged. `--repair` folds it, so that the file is 1.8's.
+    fn journal(&mut self, main: &Path) -> Result<()> {
+        let jp = journal::journal_path(main);
+        let bytes = match fs::read(&jp) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("{}: {e}", jp.display())),
+        };
+        let damage = match journal::parse_header(&bytes) {
+            None => Some("no journal header"),
+            Some((_, _, start)) => {
+                let n = journal::parse_changes(&bytes[start..], |_| {});
+                (start + n < bytes.len()).then_some("ends in a change cut short (not acknowledged)")
+            }
+        };
+        if self.repair {
+            self.store.files.fold(main).map_err(|e| e.to_string())?;
+        }
+        let rel = self.rel(&jp);
+        match damage {
+            Some(why) => self.say(format!("{rel}: {why}"), self.repair),
+            None if self.repair => writeln!(self.out, "{}: journal folded into it", self.rel(main))
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
     }
 
     fn passwd(&mut self, path: &Path) -> Result<()> {

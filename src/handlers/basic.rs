@@ -23,6 +23,9 @@ impl Handler<'_> {
         // Before the answer, so that a client told "logged out" finds the
         // locks free.
         self.release_locks();
+        // The session's changes are in their files' journals: fold them,
+        // so that the files a client finds after LOGOUT are 1.8's.
+        self.store.files.fold_appended();
         out.send(Response::bye("Logging user out"));
         Done::ok("Logging user out").closing()
     }

@@ -190,6 +190,8 @@ impl<'a> Handler<'a> {
         crate::log::set_level(g.number("imsp.log.level").unwrap_or(2).clamp(0, 9) as u8);
         self.store
             .set_fsync(g.flag("imsp.db.fsync").unwrap_or(true));
+        self.store
+            .set_journal(g.flag("imsp.db.journal").unwrap_or(false));
         self.global = Some(g);
         Ok(())
     }
@@ -329,6 +331,7 @@ impl<'a> Handler<'a> {
     /// The session is over, however it ended: release its locks.
     pub fn end(&mut self) {
         self.release_locks();
+        self.store.files.fold_appended();
         if let Some(u) = &self.login_user {
             crate::log_login!("logout: {u} from {}", self.peer);
         }

@@ -296,7 +296,7 @@ impl Store {
     pub fn rename_book(&mut self, old: &str, new: &str) -> Result<(), StoreError> {
         let owner = owner_of(old).to_string();
         let (from, to) = (self.book_path(old), self.book_path(new));
-        self.files.rename(&from, &to)?;
+        self.files.rename(&from, &to, ORDER)?;
         let lp = self.books_list_path(&owner);
         self.files.update(&lp, LIST_ORDER, |recs| {
             recs.remove(old.as_bytes());
@@ -376,7 +376,7 @@ impl Store {
     /// The bytes of a book's file, for a scan of all its entries.
     pub fn book_bytes(&mut self, book: &str) -> Result<Arc<Vec<u8>>, StoreError> {
         let p = self.book_path(book);
-        self.files.read_raw(&p)
+        self.files.read_raw(&p, ORDER)
     }
 
     /// A book's bytes with the index of its entries, both reused while the

@@ -126,7 +126,7 @@ impl Store {
     /// ones while at it. Returns how many of the holder's were released.
     pub fn unlock_all(&mut self, owner: &str, holder: &Holder) -> Result<usize, StoreError> {
         let p = self.user_path(owner, "alock");
-        if !p.exists() {
+        if !self.files.exists(&p) {
             return Ok(0);
         }
         self.files.update(&p, ORDER, |recs| {
@@ -148,7 +148,7 @@ impl Store {
     /// keys with who held them.
     pub fn clear_stale(&mut self, owner: &str) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
         let p = self.user_path(owner, "alock");
-        if !p.exists() {
+        if !self.files.exists(&p) {
             return Ok(Vec::new());
         }
         self.files.update(&p, ORDER, |recs| {

@@ -6,7 +6,7 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use fs2::FileExt;
 
 use super::StoreError;
 use super::codec;
+use super::journal::{self, Base, Op, Overlay, journal_path};
 
 /// How a file's keys are ordered and compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +213,7 @@ impl Records {
         self.slots.is_empty()
     }
 
-    fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.arena.len() - self.garbage + self.slots.len() * 4);
         for (k, v) in self.iter() {
             codec::put_record(k, v, &mut out);
@@ -348,25 +349,24 @@ fn prefix_range(bytes: &[u8], order: Order, prefix: &[u8]) -> (usize, usize) {
 }
 
 /// What identifies one version of a file on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: i64,
-    mtime_nsec: i64,
+type Stamp = Base;
+
+fn stamp_of(m: &fs::Metadata) -> Stamp {
+    Base {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime: m.mtime(),
+        mtime_nsec: m.mtime_nsec(),
+    }
 }
 
-impl Stamp {
-    fn of(m: &fs::Metadata) -> Stamp {
-        Stamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: m.mtime(),
-            mtime_nsec: m.mtime_nsec(),
-        }
-    }
+/// A file and its journal as they are on disk: what the caches are keyed
+/// on. The journal is known by (device, inode, size): it only grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Version {
+    main: Option<Stamp>,
+    journal: Option<(u64, u64, u64)>,
 }
 
 /// The lock file that guards `path`: the same name with `.` appended.
@@ -407,15 +407,48 @@ impl Drop for Lock {
     }
 }
 
+/// What this process has read of a file's journal.
+struct JournalState {
+    /// The journal file: device and inode.
+    id: (u64, u64),
+    /// Bytes read, and bytes of whole changes among them.
+    seen: u64,
+    valid: u64,
+    /// The order and base its header names; `None`: no readable header.
+    header: Option<(Order, Option<Stamp>)>,
+    overlay: Arc<Overlay>,
+}
+
+/// A file's journal, for the file as it is now.
+enum JournalView {
+    None,
+    /// Not for this version of the file (or unreadable): to be removed.
+    Obsolete,
+    /// `torn`: a change was cut short at its end.
+    Valid {
+        overlay: Arc<Overlay>,
+        torn: bool,
+    },
+}
+
 /// This process's view of the database files: the parsed-file cache and
-/// whether writes are fsynced.
+/// whether writes are fsynced and journaled.
 pub struct Files {
-    cache: HashMap<PathBuf, (Option<Stamp>, Arc<Records>)>,
-    /// Files kept as their bytes, for scans that need no parsed records.
-    raw: HashMap<PathBuf, (Option<Stamp>, Arc<Vec<u8>>)>,
+    /// Parsed records, journal applied.
+    cache: HashMap<PathBuf, (Version, Arc<Records>)>,
+    /// File bytes, journal applied, for scans that need no parsed records.
+    raw: HashMap<PathBuf, (Version, Arc<Vec<u8>>)>,
+    /// The bytes of the file itself (no journal), for prefix updates.
+    mains: HashMap<PathBuf, (Option<Stamp>, Arc<Vec<u8>>)>,
     /// Whether a version of a file is in order, for [`Files::update_prefix`].
     sorted: HashMap<PathBuf, (Option<Stamp>, bool)>,
+    journals: HashMap<PathBuf, JournalState>,
+    /// Files this process appended changes to, to fold at the session's end.
+    appended: HashMap<PathBuf, Order>,
     pub fsync: bool,
+    /// Changes to files under this directory are journaled (`None`: every
+    /// change rewrites its file).
+    pub journal_under: Option<PathBuf>,
 }
 
 impl Default for Files {
@@ -423,8 +456,12 @@ impl Default for Files {
         Files {
             cache: HashMap::new(),
             raw: HashMap::new(),
+            mains: HashMap::new(),
             sorted: HashMap::new(),
+            journals: HashMap::new(),
+            appended: HashMap::new(),
             fsync: true,
+            journal_under: None,
         }
     }
 }
@@ -437,47 +474,88 @@ fn stat(path: &Path) -> Result<Option<fs::Metadata>, StoreError> {
     }
 }
 
+fn remove_if_there(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::io(path, e)),
+    }
+}
+
+/// A journal longer than this is folded into its file: half the file,
+/// within bounds.
+fn fold_threshold(main_size: u64) -> u64 {
+    (main_size / 2).clamp(32 * 1024, 8 * 1024 * 1024)
+}
+
 impl Files {
+    fn version(&self, path: &Path) -> Result<Version, StoreError> {
+        let main = stat(path)?.map(|m| stamp_of(&m));
+        let journal = stat(&journal_path(path))?.map(|m| (m.dev(), m.ino(), m.size()));
+        Ok(Version { main, journal })
+    }
+
+    /// Whether `path` exists, or has a journal (its changes since it was
+    /// last written may all be there).
+    pub fn exists(&self, path: &Path) -> bool {
+        path.exists() || journal_path(path).exists()
+    }
+
+    fn journaled(&self, path: &Path) -> bool {
+        self.journal_under
+            .as_deref()
+            .is_some_and(|dir| path.starts_with(dir))
+    }
+
     /// The records of `path` (empty when the file does not exist), from the
-    /// cache when the file has not changed since it was parsed.
+    /// cache when neither it nor its journal changed since it was parsed.
     pub fn read(&mut self, path: &Path, order: Order) -> Result<Arc<Records>, StoreError> {
-        let now = stat(path)?.map(|m| Stamp::of(&m));
-        if let Some((stamp, recs)) = self.cache.get(path)
-            && *stamp == now
+        let now = self.version(path)?;
+        if let Some((v, recs)) = self.cache.get(path)
+            && *v == now
             && recs.order == order
         {
             return Ok(recs.clone());
         }
-        if now.is_none() {
+        if now.main.is_none() && now.journal.is_none() {
             let recs = Arc::new(Records::new(order));
-            self.cache.insert(path.to_path_buf(), (None, recs.clone()));
+            self.cache.insert(path.to_path_buf(), (now, recs.clone()));
             return Ok(recs);
         }
         let _lock = Lock::take(path, false)?;
         self.load(path, order)
     }
 
-    /// The bytes of `path` (empty when it does not exist), from the cache
-    /// while the file is unchanged: for a scan of every record (a search)
-    /// without building the parsed records.
-    pub fn read_raw(&mut self, path: &Path) -> Result<Arc<Vec<u8>>, StoreError> {
-        let now = stat(path)?.map(|m| Stamp::of(&m));
-        if let Some((stamp, bytes)) = self.raw.get(path)
-            && *stamp == now
+    /// The bytes of `path` as the file would be with its journal folded in
+    /// (empty when it does not exist), from the cache while unchanged: for
+    /// a scan of every record (a search) without building parsed records.
+    pub fn read_raw(&mut self, path: &Path, order: Order) -> Result<Arc<Vec<u8>>, StoreError> {
+        let now = self.version(path)?;
+        if let Some((v, bytes)) = self.raw.get(path)
+            && *v == now
         {
             return Ok(bytes.clone());
         }
         let _lock = Lock::take(path, false)?;
-        Ok(self.load_raw(path)?.1)
+        let now = self.version(path)?;
+        let (main, bytes) = self.load_main(path)?;
+        let bytes = match self.load_journal(path, main)? {
+            JournalView::Valid { overlay, .. } if !overlay.is_empty() => {
+                Arc::new(self.load(path, order)?.encode())
+            }
+            _ => bytes,
+        };
+        self.raw.insert(path.to_path_buf(), (now, bytes.clone()));
+        Ok(bytes)
     }
 
-    /// The current bytes of `path` (the caller holds its lock).
-    fn load_raw(&mut self, path: &Path) -> Result<(Option<Stamp>, Arc<Vec<u8>>), StoreError> {
+    /// The bytes of the file itself (the caller holds its lock).
+    fn load_main(&mut self, path: &Path) -> Result<(Option<Stamp>, Arc<Vec<u8>>), StoreError> {
         let (stamp, bytes) = match File::open(path) {
             Ok(mut f) => {
                 let m = f.metadata().map_err(|e| StoreError::io(path, e))?;
-                let stamp = Some(Stamp::of(&m));
-                if let Some((s, bytes)) = self.raw.get(path)
+                let stamp = Some(stamp_of(&m));
+                if let Some((s, bytes)) = self.mains.get(path)
                     && *s == stamp
                 {
                     return Ok((stamp, bytes.clone()));
@@ -491,17 +569,257 @@ impl Files {
             Err(e) => return Err(StoreError::io(path, e)),
         };
         let bytes = Arc::new(bytes);
-        self.raw.insert(path.to_path_buf(), (stamp, bytes.clone()));
+        self.mains
+            .insert(path.to_path_buf(), (stamp, bytes.clone()));
         Ok((stamp, bytes))
+    }
+
+    /// The journal of `path` for the file version `main` (the caller holds
+    /// the file's lock): read whole the first time, then only what was
+    /// appended since.
+    fn load_journal(
+        &mut self,
+        path: &Path,
+        main: Option<Stamp>,
+    ) -> Result<JournalView, StoreError> {
+        let jp = journal_path(path);
+        let mut f = match File::open(&jp) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.journals.remove(path);
+                return Ok(JournalView::None);
+            }
+            Err(e) => return Err(StoreError::io(&jp, e)),
+        };
+        let m = f.metadata().map_err(|e| StoreError::io(&jp, e))?;
+        let id = (m.dev(), m.ino());
+        // What was read is reused while the journal only grew: the same
+        // inode, at least as long, and for the same version of the file
+        // (an inode of a removed journal may be reused by a new one, which
+        // is for another version: the one the removal's fold wrote).
+        let st = match self.journals.remove(path) {
+            Some(mut st)
+                if st.id == id && m.size() >= st.seen && st.header.is_some_and(|h| h.1 == main) =>
+            {
+                if m.size() > st.seen && st.header.is_some() {
+                    let mut tail = Vec::new();
+                    f.seek(SeekFrom::Start(st.valid))
+                        .and_then(|_| f.read_to_end(&mut tail))
+                        .map_err(|e| StoreError::io(&jp, e))?;
+                    let overlay = Arc::make_mut(&mut st.overlay);
+                    let n = journal::parse_changes(&tail, |ops| {
+                        ops.into_iter().for_each(|op| overlay.push(op))
+                    });
+                    st.seen = st.valid + tail.len() as u64;
+                    st.valid += n as u64;
+                }
+                st
+            }
+            _ => {
+                let mut bytes = Vec::with_capacity(m.len() as usize);
+                f.read_to_end(&mut bytes)
+                    .map_err(|e| StoreError::io(&jp, e))?;
+                let header = journal::parse_header(&bytes);
+                let mut overlay = Overlay::new(header.map_or(Order::Bytes, |h| h.0));
+                let mut valid = 0;
+                if let Some((_, _, start)) = header {
+                    let n = journal::parse_changes(&bytes[start..], |ops| {
+                        ops.into_iter().for_each(|op| overlay.push(op))
+                    });
+                    valid = (start + n) as u64;
+                }
+                JournalState {
+                    id,
+                    seen: bytes.len() as u64,
+                    valid,
+                    header: header.map(|(o, b, _)| (o, b)),
+                    overlay: Arc::new(overlay),
+                }
+            }
+        };
+        let view = match st.header {
+            Some((_, base)) if base == main => JournalView::Valid {
+                overlay: st.overlay.clone(),
+                torn: st.valid < st.seen,
+            },
+            _ => JournalView::Obsolete,
+        };
+        self.journals.insert(path.to_path_buf(), st);
+        Ok(view)
+    }
+
+    /// Read and parse `path`, its journal applied (the caller holds its
+    /// lock).
+    fn load(&mut self, path: &Path, order: Order) -> Result<Arc<Records>, StoreError> {
+        let now = self.version(path)?;
+        if let Some((v, recs)) = self.cache.get(path)
+            && *v == now
+            && recs.order == order
+        {
+            return Ok(recs.clone());
+        }
+        let (main, bytes) = self.load_main(path)?;
+        let (mut recs, damaged) = Records::parse(order, &bytes);
+        for n in damaged {
+            crate::log_warn!("{}: line {n} is damaged; skipped", path.display());
+        }
+        if let JournalView::Valid { overlay, .. } = self.load_journal(path, main)? {
+            overlay.apply(&mut recs);
+        }
+        let recs = Arc::new(recs);
+        self.cache.insert(path.to_path_buf(), (now, recs.clone()));
+        Ok(recs)
+    }
+
+    /// Before a write (the caller holds the exclusive lock): remove an
+    /// obsolete journal, and fold one that ends in a change cut short (so
+    /// appends follow whole changes) or that this write will not extend.
+    fn settle(&mut self, path: &Path, order: Order, journaling: bool) -> Result<(), StoreError> {
+        let main = stat(path)?.map(|m| stamp_of(&m));
+        match self.load_journal(path, main)? {
+            JournalView::None => Ok(()),
+            JournalView::Obsolete => {
+                remove_if_there(&journal_path(path))?;
+                self.journals.remove(path);
+                Ok(())
+            }
+            JournalView::Valid { torn, .. } if torn || !journaling => self.fold_locked(path, order),
+            JournalView::Valid { .. } => Ok(()),
+        }
+    }
+
+    /// Write the file with its journal applied, then remove the journal
+    /// (the caller holds the exclusive lock). Should the removal be lost,
+    /// the journal names the file it applied to, not this new one, and is
+    /// ignored.
+    fn fold_locked(&mut self, path: &Path, order: Order) -> Result<(), StoreError> {
+        let recs = self.load(path, order)?;
+        let bytes = recs.encode();
+        let m = write_atomic(path, &bytes, self.fsync)?;
+        remove_if_there(&journal_path(path))?;
+        self.journals.remove(path);
+        self.appended.remove(path);
+        let stamp = Some(stamp_of(&m));
+        let now = Version {
+            main: stamp,
+            journal: None,
+        };
+        let bytes = Arc::new(bytes);
+        self.cache.insert(path.to_path_buf(), (now, recs));
+        self.raw.insert(path.to_path_buf(), (now, bytes.clone()));
+        self.mains.insert(path.to_path_buf(), (stamp, bytes));
+        self.sorted.insert(path.to_path_buf(), (stamp, true));
+        Ok(())
+    }
+
+    /// Append one change to the journal of `path` (the caller holds the
+    /// exclusive lock and has settled the journal), starting the journal
+    /// if there is none; it is on disk (fsynced, unless fsync is off)
+    /// before this returns. A journal grown past its bound is folded.
+    fn append(&mut self, path: &Path, order: Order, ops: Vec<Op>) -> Result<(), StoreError> {
+        let jp = journal_path(path);
+        let main = stat(path)?.map(|m| stamp_of(&m));
+        let existing = matches!(
+            self.journals.get(path),
+            Some(st) if st.header.is_some_and(|h| h.1 == main) && st.valid == st.seen
+        );
+        let mut bytes = if existing {
+            Vec::new()
+        } else {
+            journal::header(order, main)
+        };
+        bytes.extend_from_slice(&journal::encode(&ops));
+        let mut f = if existing {
+            OpenOptions::new().append(true).open(&jp)
+        } else {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&jp)
+        }
+        .map_err(|e| StoreError::io(&jp, e))?;
+        f.write_all(&bytes).map_err(|e| StoreError::io(&jp, e))?;
+        if self.fsync {
+            f.sync_data().map_err(|e| StoreError::io(&jp, e))?;
+            if !existing {
+                sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+            }
+        }
+        let m = f.metadata().map_err(|e| StoreError::io(&jp, e))?;
+        let st = match self.journals.remove(path) {
+            Some(st) if existing => st,
+            _ => JournalState {
+                id: (m.dev(), m.ino()),
+                seen: 0,
+                valid: 0,
+                header: Some((order, main)),
+                overlay: Arc::new(Overlay::new(order)),
+            },
+        };
+        let mut st = st;
+        let overlay = Arc::make_mut(&mut st.overlay);
+        ops.into_iter().for_each(|op| overlay.push(op));
+        st.seen = m.size();
+        st.valid = m.size();
+        self.journals.insert(path.to_path_buf(), st);
+        self.appended.insert(path.to_path_buf(), order);
+        self.raw.remove(path);
+        if m.size() > fold_threshold(main.map_or(0, |s| s.size)) {
+            self.fold_locked(path, order)?;
+        }
+        Ok(())
+    }
+
+    /// Fold the journals this process appended to into their files: at
+    /// the end of a session, so that the files it leaves are 1.8's.
+    pub fn fold_appended(&mut self) {
+        for (path, order) in std::mem::take(&mut self.appended) {
+            let done = Lock::take(&path, true).and_then(|_lock| self.settle(&path, order, false));
+            if let Err(e) = done {
+                crate::log_error!("folding the journal of {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// Fold the journal of `path` into it, if it has one (in the order its
+    /// header names); an obsolete journal is removed. Returns whether there
+    /// was a journal.
+    pub fn fold(&mut self, path: &Path) -> Result<bool, StoreError> {
+        let _lock = Lock::take(path, true)?;
+        let jp = journal_path(path);
+        let head = match File::open(&jp) {
+            Ok(f) => {
+                let mut line = Vec::new();
+                io::BufReader::new(f)
+                    .take(4096)
+                    .read_until(b'\n', &mut line)
+                    .map_err(|e| StoreError::io(&jp, e))?;
+                journal::parse_header(&line)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::io(&jp, e)),
+        };
+        match head {
+            Some((order, ..)) => self.settle(path, order, false)?,
+            None => {
+                remove_if_there(&jp)?;
+                self.journals.remove(path);
+            }
+        }
+        Ok(true)
     }
 
     /// Read-modify-write of the records whose keys start with `prefix` (in
     /// the file's order), without parsing or re-encoding the rest of the
     /// file: their lines are found by binary search, `change` gets them as
-    /// records, and the new lines are spliced between the untouched bytes.
-    /// The write is the same as [`Files::update`]'s (temp file, fsync,
-    /// rename). `change` must keep every key within the prefix. A file not
-    /// in order (edited by hand) takes the full path, which sorts it.
+    /// records (with the journal's changes applied). A journaled file gets
+    /// the change appended to its journal; another has the new lines
+    /// spliced between the untouched bytes, written as [`Files::update`]
+    /// writes (temp file, fsync, rename). `change` must keep every key
+    /// within the prefix. A file not in order (edited by hand) takes the
+    /// full path, which sorts it.
     pub fn update_prefix<T, E: From<StoreError>>(
         &mut self,
         path: &Path,
@@ -510,7 +828,9 @@ impl Files {
         change: impl FnOnce(&mut Records) -> Result<(T, bool), E>,
     ) -> Result<T, E> {
         let lock = Lock::take(path, true)?;
-        let (stamp, bytes) = self.load_raw(path)?;
+        let journaling = self.journaled(path);
+        self.settle(path, order, journaling)?;
+        let (stamp, bytes) = self.load_main(path)?;
         let sorted = match self.sorted.get(path) {
             Some((s, sorted)) if *s == stamp => *sorted,
             _ => {
@@ -525,12 +845,24 @@ impl Files {
         }
         let (lo, hi) = prefix_range(&bytes, order, prefix);
         let (mut part, _) = Records::parse(order, &bytes[lo..hi]);
+        if let JournalView::Valid { overlay, .. } = self.load_journal(path, stamp)? {
+            overlay.apply_prefix(prefix, &mut part);
+        }
+        let before = journaling.then(|| part.clone());
         let (result, write) = change(&mut part)?;
         if !write {
             return Ok(result);
         }
         if part.iter().any(|(k, _)| !has_prefix(order, k, prefix)) {
             return Err(StoreError::Invalid("a change went outside its records".into()).into());
+        }
+        self.cache.remove(path);
+        if let Some(before) = before {
+            let ops = journal::diff(order, &before, &part);
+            if !ops.is_empty() {
+                self.append(path, order, ops)?;
+            }
+            return Ok(result);
         }
         let mut new = Vec::with_capacity(bytes.len() + 256);
         new.extend_from_slice(&bytes[..lo]);
@@ -540,46 +872,24 @@ impl Files {
         new.extend_from_slice(&part.encode());
         new.extend_from_slice(&bytes[hi..]);
         let m = write_atomic(path, &new, self.fsync)?;
-        let stamp = Some(Stamp::of(&m));
-        self.raw.insert(path.to_path_buf(), (stamp, Arc::new(new)));
-        self.sorted.insert(path.to_path_buf(), (stamp, true));
-        self.cache.remove(path);
-        Ok(result)
-    }
-
-    /// Read and parse `path` (the caller holds its lock).
-    fn load(&mut self, path: &Path, order: Order) -> Result<Arc<Records>, StoreError> {
-        let (stamp, bytes) = match File::open(path) {
-            Ok(mut f) => {
-                let m = f.metadata().map_err(|e| StoreError::io(path, e))?;
-                let stamp = Stamp::of(&m);
-                if let Some((s, recs)) = self.cache.get(path)
-                    && *s == Some(stamp)
-                    && recs.order == order
-                {
-                    return Ok(recs.clone());
-                }
-                let mut bytes = Vec::with_capacity(m.len() as usize);
-                f.read_to_end(&mut bytes)
-                    .map_err(|e| StoreError::io(path, e))?;
-                (Some(stamp), bytes)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (None, Vec::new()),
-            Err(e) => return Err(StoreError::io(path, e)),
+        let stamp = Some(stamp_of(&m));
+        let new = Arc::new(new);
+        let now = Version {
+            main: stamp,
+            journal: None,
         };
-        let (recs, damaged) = Records::parse(order, &bytes);
-        for n in damaged {
-            crate::log_warn!("{}: line {n} is damaged; skipped", path.display());
-        }
-        let recs = Arc::new(recs);
-        self.cache.insert(path.to_path_buf(), (stamp, recs.clone()));
-        Ok(recs)
+        self.raw.insert(path.to_path_buf(), (now, new.clone()));
+        self.mains.insert(path.to_path_buf(), (stamp, new));
+        self.sorted.insert(path.to_path_buf(), (stamp, true));
+        Ok(result)
     }
 
     /// Read-modify-write `path` under its exclusive lock. `change` returns
     /// `Ok((result, true))` to have the new records written; nothing is
-    /// written when it returns an error or `false`. On success the new
-    /// content is on disk (fsynced, unless fsync is off) before this returns.
+    /// written when it returns an error or `false`. On success the change
+    /// is on disk (fsynced, unless fsync is off) before this returns:
+    /// appended to the file's journal when it is journaled, else the file
+    /// is rewritten.
     pub fn update<T, E: From<StoreError>>(
         &mut self,
         path: &Path,
@@ -587,34 +897,52 @@ impl Files {
         change: impl FnOnce(&mut Records) -> Result<(T, bool), E>,
     ) -> Result<T, E> {
         let _lock = Lock::take(path, true)?;
+        let journaling = self.journaled(path);
+        self.settle(path, order, journaling)?;
         let current = self.load(path, order)?;
         self.cache.remove(path);
+        if journaling {
+            let mut recs = (*current).clone();
+            let (result, write) = change(&mut recs)?;
+            let ops = journal::diff(order, &current, &recs);
+            if write && ops.is_empty() && !self.exists(path) {
+                // Nothing to journal, but the file is to be: as a rewrite
+                // would, make it.
+                write_atomic(path, &recs.encode(), self.fsync)?;
+                return Ok(result);
+            }
+            if write && !ops.is_empty() {
+                self.append(path, order, ops)?;
+                if !self.journals.contains_key(path) {
+                    // Folded: the cache already holds the new file.
+                    return Ok(result);
+                }
+                let now = self.version(path)?;
+                self.cache.insert(path.to_path_buf(), (now, Arc::new(recs)));
+            }
+            return Ok(result);
+        }
         let mut recs = Arc::try_unwrap(current).unwrap_or_else(|a| (*a).clone());
         let (result, write) = change(&mut recs)?;
         if write {
-            let stamp = self.write(path, &recs)?;
-            self.cache
-                .insert(path.to_path_buf(), (Some(stamp), Arc::new(recs)));
+            let m = write_atomic(path, &recs.encode(), self.fsync)?;
+            let now = Version {
+                main: Some(stamp_of(&m)),
+                journal: None,
+            };
+            self.cache.insert(path.to_path_buf(), (now, Arc::new(recs)));
         }
         Ok(result)
     }
 
-    /// Replace `path` with `recs`, atomically.
-    fn write(&self, path: &Path, recs: &Records) -> Result<Stamp, StoreError> {
-        let m = write_atomic(path, &recs.encode(), self.fsync)?;
-        Ok(Stamp::of(&m))
-    }
-
-    /// Remove `path` (and its lock file) under its exclusive lock.
+    /// Remove `path` (with its journal and lock file) under its exclusive
+    /// lock.
     pub fn remove(&mut self, path: &Path) -> Result<(), StoreError> {
         {
             let _lock = Lock::take(path, true)?;
-            match fs::remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io(path, e)),
-            }
-            self.cache.remove(path);
+            remove_if_there(path)?;
+            remove_if_there(&journal_path(path))?;
+            self.forget(path);
         }
         let _ = fs::remove_file(lock_path(path));
         if self.fsync {
@@ -623,18 +951,29 @@ impl Files {
         Ok(())
     }
 
-    /// Rename `from` to `to` (both under their exclusive locks).
-    pub fn rename(&mut self, from: &Path, to: &Path) -> Result<(), StoreError> {
+    fn forget(&mut self, path: &Path) {
+        self.cache.remove(path);
+        self.raw.remove(path);
+        self.mains.remove(path);
+        self.journals.remove(path);
+        self.appended.remove(path);
+    }
+
+    /// Rename `from` to `to` (both under their exclusive locks), the
+    /// journal of `from` folded in first.
+    pub fn rename(&mut self, from: &Path, to: &Path, order: Order) -> Result<(), StoreError> {
         {
             let _a = Lock::take(from, true)?;
             let _b = Lock::take(to, true)?;
+            self.settle(from, order, false)?;
+            remove_if_there(&journal_path(to))?;
             match fs::rename(from, to) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(StoreError::io(from, e)),
             }
-            self.cache.remove(from);
-            self.cache.remove(to);
+            self.forget(from);
+            self.forget(to);
         }
         let _ = fs::remove_file(lock_path(from));
         if self.fsync {
@@ -900,5 +1239,95 @@ mod tests {
                 b"Barney Rubble\"email".to_vec()
             ]
         );
+    }
+
+    /// Several processes' views (here: `Files` values) of one journaled
+    /// file, interleaving changes, prefix changes, folds and reads: every
+    /// read agrees with a model of the changes, and what is on disk after
+    /// the last fold is the model.
+    #[test]
+    fn journaled_views_agree_with_a_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("user").join("abook.x");
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let order = Order::CaseInsensitive;
+        let mut views: Vec<Files> = (0..3)
+            .map(|_| Files {
+                fsync: false,
+                journal_under: Some(dir.path().join("user")),
+                ..Files::default()
+            })
+            .collect();
+        let mut model: std::collections::BTreeMap<String, String> = Default::default();
+        let mut rng: u64 = 7;
+        let mut next = |n: u64| {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1);
+            (rng >> 33) % n
+        };
+        for step in 0..3000 {
+            let v = next(3) as usize;
+            let key = format!("e{}\"f{}", next(20), next(3));
+            let value = format!("v{step}{}", "x".repeat(next(3000) as usize));
+            match next(6) {
+                0 | 1 => {
+                    let (k, val) = (key.clone(), value.clone());
+                    views[v]
+                        .update::<_, StoreError>(&p, order, |r| {
+                            r.insert(k.into_bytes(), val.into_bytes());
+                            Ok(((), true))
+                        })
+                        .unwrap();
+                    model.insert(key, value);
+                }
+                2 => {
+                    let prefix = key.split('"').next().unwrap().to_string() + "\"";
+                    views[v]
+                        .update_prefix::<_, StoreError>(&p, order, prefix.as_bytes(), |r| {
+                            let n = r.len();
+                            r.retain(|_, _| false);
+                            Ok(((), n > 0))
+                        })
+                        .unwrap();
+                    model.retain(|k, _| !k.starts_with(&prefix));
+                }
+                3 => {
+                    let (k, val) = (key.clone(), value.clone());
+                    let prefix = key.split('"').next().unwrap().to_string() + "\"";
+                    views[v]
+                        .update_prefix::<_, StoreError>(&p, order, prefix.as_bytes(), |r| {
+                            r.insert(k.into_bytes(), val.into_bytes());
+                            Ok(((), true))
+                        })
+                        .unwrap();
+                    model.insert(key, value);
+                }
+                4 => views[v].fold_appended(),
+                _ => {}
+            }
+            let got: Vec<(String, String)> = views[next(3) as usize]
+                .read(&p, order)
+                .unwrap()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        String::from_utf8(k.to_vec()).unwrap(),
+                        String::from_utf8(v.to_vec()).unwrap(),
+                    )
+                })
+                .collect();
+            let want: Vec<(String, String)> =
+                model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            assert_eq!(got, want, "step {step}");
+        }
+        for v in &mut views {
+            v.fold_appended();
+        }
+        assert!(!journal_path(&p).exists());
+        let (recs, damaged) = Records::parse(order, &fs::read(&p).unwrap());
+        assert!(damaged.is_empty());
+        assert_eq!(recs.len(), model.len());
+        for (k, v) in &model {
+            assert_eq!(recs.get(k.as_bytes()), Some(v.as_bytes()));
+        }
     }
 }

@@ -11,6 +11,7 @@ pub mod abook;
 pub mod alock;
 pub mod codec;
 pub mod file;
+pub mod journal;
 pub mod mailboxes;
 pub mod names;
 pub mod options;
@@ -71,6 +72,41 @@ impl Store {
     /// Whether writes are fsynced (the `imsp.db.fsync` option).
     pub fn set_fsync(&mut self, on: bool) {
         self.files.fsync = on;
+    }
+
+    /// Whether changes to per-user files are journaled (the
+    /// `imsp.db.journal` option); see [`journal`].
+    pub fn set_journal(&mut self, on: bool) {
+        self.files.journal_under = on.then(|| self.root.join("user"));
+    }
+
+    /// Fold every journal under `user/` into its file (at the daemon's
+    /// start, and for the admin tools): what sessions that were killed
+    /// left. Returns how many there were.
+    pub fn fold_journals(&mut self) -> Result<usize, StoreError> {
+        let users = self.root.join("user");
+        let dirs = match fs::read_dir(&users) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(StoreError::io(&users, e)),
+        };
+        let mut n = 0;
+        for d in dirs.flatten() {
+            if !d.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let Ok(files) = fs::read_dir(d.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                if let Some(main) = journal::main_path(&f.path())
+                    && self.files.fold(&main)?
+                {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
     }
 
     /// A global file (`options`, `abooks`, `mailboxes`, `changed`).

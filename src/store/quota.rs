@@ -64,14 +64,21 @@ pub fn books_usage(store: &mut Store, user: &str) -> Result<u64, StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(StoreError::io(&dir, e)),
     };
-    let mut total = 0;
+    // Books, whether in their files or (new, with journals on) only in
+    // their journals so far.
+    let mut books = std::collections::BTreeSet::new();
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
+        let name = name.strip_prefix(".journal.").unwrap_or(&name);
         if name.starts_with("abook.") && !name.ends_with('.') {
-            let recs = store.files.read(&e.path(), Order::CaseInsensitive)?;
-            total += recs.iter().map(|(k, v)| field_cost(k, v)).sum::<u64>();
+            books.insert(dir.join(name));
         }
+    }
+    let mut total = 0;
+    for p in books {
+        let recs = store.files.read(&p, Order::CaseInsensitive)?;
+        total += recs.iter().map(|(k, v)| field_cost(k, v)).sum::<u64>();
     }
     Ok(total)
 }

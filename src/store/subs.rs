@@ -63,7 +63,7 @@ impl Store {
     /// a subscription to each of `defaults` (written to disk first).
     pub fn subs(&mut self, user: &str, defaults: &[String]) -> Result<Arc<Records>, StoreError> {
         let p = self.subs_path(user);
-        if !p.exists() && self.user_exists(user) {
+        if !self.files.exists(&p) && self.user_exists(user) {
             self.files.update(&p, ORDER, |r| {
                 if r.is_empty() {
                     for d in defaults {

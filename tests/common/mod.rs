@@ -192,8 +192,22 @@ impl Server {
         self.dir.join(rel)
     }
 
+    /// What the database holds in a file: its bytes, with the changes in
+    /// its journal folded in when it has one (`imsp.db.journal`), read as
+    /// imspd reads them (under the file's lock).
     pub fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+        let p = self.path(rel);
+        let mut files = imspd::store::Files::default();
+        assert!(files.exists(&p), "{rel}: no such file");
+        let order = if rel.ends_with("/subs") {
+            imspd::store::Order::Bytes
+        } else {
+            imspd::store::Order::CaseInsensitive
+        };
+        let bytes = files
+            .read_raw(&p, order)
+            .unwrap_or_else(|e| panic!("{rel}: {e}"));
+        String::from_utf8(bytes.to_vec()).unwrap_or_else(|e| panic!("{rel}: {e}"))
     }
 
     pub fn signal(&self, sig: i32) {

@@ -1,0 +1,184 @@
+//! `imsp.db.journal +`: changes to a user's files go to journals before the
+//! OK and are folded into the files at the end of the session. What the
+//! files hold afterwards is byte for byte what rewriting every change
+//! gives; other sessions see the changes at once; what a killed session
+//! left is folded by the daemon at its next start.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Server, children_of};
+
+fn with_journal(on: bool) -> String {
+    format!(
+        "{}imsp.db.journal N {}\n",
+        common::DEFAULT_OPTIONS,
+        if on { "+" } else { "-" }
+    )
+}
+
+/// The data files under `user/` (no lock files), with their bytes.
+fn user_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let users = dir.join("user");
+    for u in std::fs::read_dir(&users).unwrap().flatten() {
+        for f in std::fs::read_dir(u.path()).unwrap().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if !name.ends_with('.') {
+                let rel = format!("{}/{name}", u.file_name().to_string_lossy());
+                out.insert(rel, std::fs::read(f.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// One session of every kind of change to a user's files.
+const SCRIPT: &[&str] = &[
+    "SET fred.color blue",
+    "SET fred.note {5+}\r\na\nb c",
+    "SET Fred.Color red",
+    "SET fred.gone x",
+    "UNSET fred.gone",
+    "CREATEADDRESSBOOK fred.work",
+    "STOREADDRESS fred \"Barney Rubble\" email barney@bedrock phone 555",
+    "STOREADDRESS fred \"Wilma\" email wilma@bedrock",
+    "STOREADDRESS fred \"barney rubble\" phone \"\" notes {3+}\r\nx\\y",
+    "STOREADDRESS fred.work \"Mr Slate\" email slate@quarry",
+    "DELETEADDRESS fred \"Wilma\"",
+    "SETACL ADDRESSBOOK fred.work barney lr",
+    "RENAMEADDRESSBOOK fred.work fred.quarry",
+    "LOCK ADDRESSBOOK fred \"Barney Rubble\"",
+    "UNLOCK ADDRESSBOOK fred \"Barney Rubble\"",
+    "LOCK OPTION fred.color",
+];
+
+fn run_script(s: &Server) {
+    let mut c = s.login("fred");
+    for cmd in SCRIPT {
+        c.ok(cmd);
+    }
+    c.ok("LOGOUT");
+}
+
+#[test]
+fn after_logout_the_files_are_what_rewrites_leave() {
+    let rewrite = Server::builder().options(&with_journal(false)).start();
+    let journal = Server::builder().options(&with_journal(true)).start();
+    run_script(&rewrite);
+    run_script(&journal);
+    let a = user_files(&rewrite.dir);
+    let b = user_files(&journal.dir);
+    assert!(a.contains_key("fred/abook.fred") && a.contains_key("fred/options"));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "no journal is left after LOGOUT"
+    );
+    for (name, bytes) in &a {
+        assert_eq!(
+            String::from_utf8_lossy(&b[name]),
+            String::from_utf8_lossy(bytes),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_change_is_in_the_journal_before_ok_and_seen_by_other_sessions() {
+    let s = Server::builder().options(&with_journal(true)).start();
+    let mut a = s.login("fred");
+    a.ok("STOREADDRESS fred \"Barney Rubble\" email barney@bedrock");
+    a.ok("SET fred.color blue");
+    let before = std::fs::read(s.path("user/fred/abook.fred")).unwrap_or_default();
+    let options_before = std::fs::read(s.path("user/fred/options")).unwrap_or_default();
+    // Folded at the end of... nothing yet: the session is still open.
+    for _ in 0..5 {
+        a.ok("STOREADDRESS fred \"Wilma\" email wilma@bedrock");
+        a.ok("SET fred.color green");
+    }
+    assert_eq!(
+        std::fs::read(s.path("user/fred/abook.fred")).unwrap_or_default(),
+        before
+    );
+    assert_eq!(
+        std::fs::read(s.path("user/fred/options")).unwrap_or_default(),
+        options_before
+    );
+    let j = std::fs::read_to_string(s.path("user/fred/.journal.options")).unwrap();
+    assert!(j.starts_with("imspd-journal 1 i "), "{j}");
+    assert!(j.contains("+fred.color W green\n"), "{j}");
+    // Another session (another process) reads file and journal.
+    let mut b = s.login("fred");
+    assert_eq!(
+        b.ok("GET fred.color"),
+        vec!["* OPTION fred.color green [READ-WRITE]"]
+    );
+    let mut found = b.ok("SEARCHADDRESS fred");
+    found.sort();
+    assert_eq!(
+        found,
+        vec!["* SEARCHADDRESS \"Barney Rubble\"", "* SEARCHADDRESS Wilma"]
+    );
+    // And its own changes go to the same journal.
+    b.ok("DELETEADDRESS fred \"Wilma\"");
+    // a sees b's delete.
+    assert_eq!(a.cmd("FETCHADDRESS fred Wilma").status(), "NO");
+    a.ok("LOGOUT");
+    b.ok("LOGOUT");
+    assert!(!s.path("user/fred/.journal.options").exists());
+    assert!(!s.path("user/fred/.journal.abook.fred").exists());
+    let book = s.read("user/fred/abook.fred");
+    assert!(
+        book.contains("Barney\\sRubble\"email barney@bedrock\n"),
+        "{book}"
+    );
+    assert!(!book.contains("Wilma"), "{book}");
+    assert!(s.read("user/fred/options").contains("fred.color W green\n"));
+}
+
+#[test]
+fn the_daemon_folds_what_a_killed_session_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("imsp");
+    std::fs::create_dir_all(dir.join("user")).unwrap();
+    std::fs::write(dir.join("options"), with_journal(true)).unwrap();
+    {
+        let s = Server::builder().data_dir(&dir).start();
+        let before = children_of(s.pid());
+        let mut c = s.login("fred");
+        c.ok("SET fred.kept yes");
+        c.ok("STOREADDRESS fred \"Pebbles\" email pebbles@bedrock");
+        let session = children_of(s.pid())
+            .into_iter()
+            .find(|p| !before.contains(p))
+            .expect("session process")
+            .0;
+        // SAFETY: killing the session process this test started.
+        unsafe { libc::kill(session as i32, libc::SIGKILL) };
+        assert!(c.closed_within(Duration::from_secs(5)));
+    }
+    assert!(dir.join("user/fred/.journal.options").exists());
+    assert!(dir.join("user/fred/.journal.abook.fred").exists());
+    assert!(
+        !std::fs::read_to_string(dir.join("user/fred/options"))
+            .unwrap_or_default()
+            .contains("fred.kept")
+    );
+    let s = Server::builder().data_dir(&dir).start();
+    assert!(!dir.join("user/fred/.journal.options").exists());
+    assert!(!dir.join("user/fred/.journal.abook.fred").exists());
+    assert!(s.read("user/fred/options").contains("fred.kept W yes\n"));
+    assert!(
+        s.read("user/fred/abook.fred")
+            .contains("Pebbles\"email pebbles@bedrock\n")
+    );
+    let mut c = s.login("fred");
+    assert_eq!(
+        c.ok("GET fred.kept"),
+        vec!["* OPTION fred.kept yes [READ-WRITE]"]
+    );
+}
