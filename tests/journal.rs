@@ -182,3 +182,66 @@ fn the_daemon_folds_what_a_killed_session_left() {
         vec!["* OPTION fred.kept yes [READ-WRITE]"]
     );
 }
+
+/// Processes (forked, each with its own view of the files) storing
+/// entries into one journaled book, and folding now and then as a session
+/// ending does, lose nothing.
+#[test]
+fn forked_writers_folding_at_random_lose_nothing() {
+    use imspd::store::{Files, Order, StoreError};
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("user").join("fred").join("abook.fred");
+    std::fs::create_dir_all(book.parent().unwrap()).unwrap();
+    let (writers, per) = (6, 200);
+    let mut pids = Vec::new();
+    for w in 0..writers {
+        // SAFETY: the child only runs the loop below and exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                let mut files = Files::under(dir.path());
+                files.fsync = false;
+                files.journaling = true;
+                let mut seed: u64 = 12345 + w;
+                for i in 0..per {
+                    let name = format!("W{w} E{i}\"");
+                    files
+                        .update_prefix::<_, StoreError>(
+                            &book,
+                            Order::CaseInsensitive,
+                            name.as_bytes(),
+                            |r| {
+                                r.insert(name.clone().into_bytes(), Vec::new());
+                                r.insert(format!("{name}email").into_bytes(), b"x@y".to_vec());
+                                Ok(((), true))
+                            },
+                        )
+                        .unwrap();
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    if (seed >> 33).is_multiple_of(10) {
+                        files.fold_appended();
+                    }
+                }
+                files.fold_appended();
+                std::process::exit(0);
+            }
+            pid => pids.push(pid),
+        }
+    }
+    // Every child is waited for before anything is asserted (the
+    // directory must outlive them).
+    let statuses: Vec<i32> = pids
+        .into_iter()
+        .map(|pid| {
+            let mut status = 0;
+            // SAFETY: waiting for a child forked above.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            status
+        })
+        .collect();
+    assert!(statuses.iter().all(|&s| s == 0), "{statuses:?}");
+    let bytes = std::fs::read(&book).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    let entries = text.lines().filter(|l| l.ends_with("\" ")).count();
+    assert!(!imspd::store::journal::journal_path(&book).exists());
+    assert_eq!(entries, (writers * per) as usize);
+}

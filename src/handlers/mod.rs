@@ -237,6 +237,7 @@ impl<'a> Handler<'a> {
                 cmd.name()
             ));
         }
+        self.store.files.new_command();
         if let Err(e) = self.refresh() {
             return e.into();
         }

@@ -417,6 +417,8 @@ struct JournalState {
     /// The order and base its header names; `None`: no readable header.
     header: Option<(Order, Option<Stamp>)>,
     overlay: Arc<Overlay>,
+    /// Open for appending, once this process has appended.
+    writer: Option<File>,
 }
 
 /// A file's journal, for the file as it is now.
@@ -445,10 +447,18 @@ pub struct Files {
     journals: HashMap<PathBuf, JournalState>,
     /// Files this process appended changes to, to fold at the session's end.
     appended: HashMap<PathBuf, Order>,
+    /// Versions seen since [`Files::new_command`]: one command reads a
+    /// file as it was when the command first looked (writes look again,
+    /// under the lock). `None` until a first command (a process that
+    /// serves no commands always looks).
+    seen: Option<HashMap<PathBuf, Version>>,
     pub fsync: bool,
-    /// Changes to files under this directory are journaled (`None`: every
-    /// change rewrites its file).
-    pub journal_under: Option<PathBuf>,
+    /// Where journals may be (`None`: beside any file); no other file is
+    /// looked at for one.
+    pub journal_dir: Option<PathBuf>,
+    /// Whether changes to files there are journaled (else every change
+    /// rewrites its file).
+    pub journaling: bool,
 }
 
 impl Default for Files {
@@ -460,8 +470,10 @@ impl Default for Files {
             sorted: HashMap::new(),
             journals: HashMap::new(),
             appended: HashMap::new(),
+            seen: None,
             fsync: true,
-            journal_under: None,
+            journal_dir: None,
+            journaling: false,
         }
     }
 }
@@ -489,10 +501,64 @@ fn fold_threshold(main_size: u64) -> u64 {
 }
 
 impl Files {
+    /// The files of the data directory `root`: journals are only in its
+    /// `user/` directory.
+    pub fn under(root: &Path) -> Files {
+        Files {
+            journal_dir: Some(root.join("user")),
+            ..Files::default()
+        }
+    }
+
+    /// A new command begins: files are looked at again.
+    pub fn new_command(&mut self) {
+        self.seen.get_or_insert_default().clear();
+    }
+
+    fn unsee(&mut self, path: &Path) {
+        if let Some(m) = self.seen.as_mut() {
+            m.remove(path);
+        }
+    }
+
+    /// The version of `path` this command sees (see `seen`).
+    fn seen_version(&mut self, path: &Path) -> Result<Version, StoreError> {
+        if let Some(v) = self.seen.as_ref().and_then(|m| m.get(path)) {
+            return Ok(*v);
+        }
+        let v = self.version(path)?;
+        if let Some(m) = self.seen.as_mut() {
+            m.insert(path.to_path_buf(), v);
+        }
+        Ok(v)
+    }
+
     fn version(&self, path: &Path) -> Result<Version, StoreError> {
         let main = stat(path)?.map(|m| stamp_of(&m));
-        let journal = stat(&journal_path(path))?.map(|m| (m.dev(), m.ino(), m.size()));
+        let journal = match self.may_have_journal(path) {
+            true => stat(&journal_path(path))?.map(|m| (m.dev(), m.ino(), m.size())),
+            false => None,
+        };
         Ok(Version { main, journal })
+    }
+
+    /// The version of `path` from what was just read of it (the caller
+    /// holds its lock and has loaded its journal), with no further stat.
+    fn version_known(&self, path: &Path, main: Option<Stamp>) -> Version {
+        Version {
+            main,
+            journal: self
+                .journals
+                .get(path)
+                .map(|st| (st.id.0, st.id.1, st.seen)),
+        }
+    }
+
+    fn may_have_journal(&self, path: &Path) -> bool {
+        match &self.journal_dir {
+            Some(dir) => path.starts_with(dir),
+            None => true,
+        }
     }
 
     /// Whether `path` exists, or has a journal (its changes since it was
@@ -502,15 +568,17 @@ impl Files {
     }
 
     fn journaled(&self, path: &Path) -> bool {
-        self.journal_under
-            .as_deref()
-            .is_some_and(|dir| path.starts_with(dir))
+        self.journaling
+            && self
+                .journal_dir
+                .as_deref()
+                .is_some_and(|d| path.starts_with(d))
     }
 
     /// The records of `path` (empty when the file does not exist), from the
     /// cache when neither it nor its journal changed since it was parsed.
     pub fn read(&mut self, path: &Path, order: Order) -> Result<Arc<Records>, StoreError> {
-        let now = self.version(path)?;
+        let now = self.seen_version(path)?;
         if let Some((v, recs)) = self.cache.get(path)
             && *v == now
             && recs.order == order
@@ -530,7 +598,7 @@ impl Files {
     /// (empty when it does not exist), from the cache while unchanged: for
     /// a scan of every record (a search) without building parsed records.
     pub fn read_raw(&mut self, path: &Path, order: Order) -> Result<Arc<Vec<u8>>, StoreError> {
-        let now = self.version(path)?;
+        let now = self.seen_version(path)?;
         if let Some((v, bytes)) = self.raw.get(path)
             && *v == now
         {
@@ -582,7 +650,26 @@ impl Files {
         path: &Path,
         main: Option<Stamp>,
     ) -> Result<JournalView, StoreError> {
+        if !self.may_have_journal(path) {
+            return Ok(JournalView::None);
+        }
         let jp = journal_path(path);
+        let Some(m) = stat(&jp)? else {
+            self.journals.remove(path);
+            return Ok(JournalView::None);
+        };
+        let id = (m.dev(), m.ino());
+        if let Some(st) = self.journals.get(path)
+            && st.id == id
+            && st.seen == m.size()
+            && st.header.is_some_and(|h| h.1 == main)
+        {
+            // Unchanged since it was read.
+            return Ok(JournalView::Valid {
+                overlay: st.overlay.clone(),
+                torn: st.valid < st.seen,
+            });
+        }
         let mut f = match File::open(&jp) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -634,6 +721,7 @@ impl Files {
                     valid,
                     header: header.map(|(o, b, _)| (o, b)),
                     overlay: Arc::new(overlay),
+                    writer: None,
                 }
             }
         };
@@ -652,6 +740,16 @@ impl Files {
     /// lock).
     fn load(&mut self, path: &Path, order: Order) -> Result<Arc<Records>, StoreError> {
         let now = self.version(path)?;
+        self.load_with(path, order, now)
+    }
+
+    /// [`Files::load`] of the version `now` of `path`, known to the caller.
+    fn load_with(
+        &mut self,
+        path: &Path,
+        order: Order,
+        now: Version,
+    ) -> Result<Arc<Records>, StoreError> {
         if let Some((v, recs)) = self.cache.get(path)
             && *v == now
             && recs.order == order
@@ -674,25 +772,44 @@ impl Files {
     /// Before a write (the caller holds the exclusive lock): remove an
     /// obsolete journal, and fold one that ends in a change cut short (so
     /// appends follow whole changes) or that this write will not extend.
-    fn settle(&mut self, path: &Path, order: Order, journaling: bool) -> Result<(), StoreError> {
+    /// Returns the version of the file now; its journal's state is then
+    /// what this process knows of it.
+    fn settle(
+        &mut self,
+        path: &Path,
+        order: Order,
+        journaling: bool,
+    ) -> Result<Option<Stamp>, StoreError> {
         let main = stat(path)?.map(|m| stamp_of(&m));
         match self.load_journal(path, main)? {
-            JournalView::None => Ok(()),
+            JournalView::None => Ok(main),
             JournalView::Obsolete => {
                 remove_if_there(&journal_path(path))?;
                 self.journals.remove(path);
-                Ok(())
+                Ok(main)
             }
-            JournalView::Valid { torn, .. } if torn || !journaling => self.fold_locked(path, order),
-            JournalView::Valid { .. } => Ok(()),
+            JournalView::Valid { torn, .. } if torn || !journaling => {
+                self.fold_locked(path, order).map(Some)
+            }
+            JournalView::Valid { .. } => Ok(main),
         }
+    }
+
+    /// The changes in the journal of `path` for the file version `main`,
+    /// as [`Files::settle`] just read them.
+    fn overlay_known(&self, path: &Path, main: Option<Stamp>) -> Option<Arc<Overlay>> {
+        self.journals
+            .get(path)
+            .filter(|st| st.header.is_some_and(|h| h.1 == main))
+            .map(|st| st.overlay.clone())
     }
 
     /// Write the file with its journal applied, then remove the journal
     /// (the caller holds the exclusive lock). Should the removal be lost,
     /// the journal names the file it applied to, not this new one, and is
     /// ignored.
-    fn fold_locked(&mut self, path: &Path, order: Order) -> Result<(), StoreError> {
+    fn fold_locked(&mut self, path: &Path, order: Order) -> Result<Stamp, StoreError> {
+        self.unsee(path);
         let recs = self.load(path, order)?;
         let bytes = recs.encode();
         let m = write_atomic(path, &bytes, self.fsync)?;
@@ -709,67 +826,93 @@ impl Files {
         self.raw.insert(path.to_path_buf(), (now, bytes.clone()));
         self.mains.insert(path.to_path_buf(), (stamp, bytes));
         self.sorted.insert(path.to_path_buf(), (stamp, true));
-        Ok(())
+        Ok(stamp_of(&m))
     }
 
     /// Append one change to the journal of `path` (the caller holds the
     /// exclusive lock and has settled the journal), starting the journal
     /// if there is none; it is on disk (fsynced, unless fsync is off)
     /// before this returns. A journal grown past its bound is folded.
-    fn append(&mut self, path: &Path, order: Order, ops: Vec<Op>) -> Result<(), StoreError> {
+    /// Returns the version of the file and journal now, `None` if folded.
+    fn append(
+        &mut self,
+        path: &Path,
+        order: Order,
+        main: Option<Stamp>,
+        ops: Vec<Op>,
+    ) -> Result<Option<Version>, StoreError> {
         let jp = journal_path(path);
-        let main = stat(path)?.map(|m| stamp_of(&m));
-        let existing = matches!(
-            self.journals.get(path),
-            Some(st) if st.header.is_some_and(|h| h.1 == main) && st.valid == st.seen
-        );
-        let mut bytes = if existing {
-            Vec::new()
-        } else {
-            journal::header(order, main)
+        // The journal as settle() left it: whole, for this version of the
+        // file, `seen` bytes long (nobody else appends while we hold the
+        // lock); or none.
+        let existing = self
+            .journals
+            .remove(path)
+            .filter(|st| st.header.is_some_and(|h| h.1 == main) && st.valid == st.seen);
+        let mut bytes = match existing {
+            Some(_) => Vec::new(),
+            None => journal::header(order, main),
         };
         bytes.extend_from_slice(&journal::encode(&ops));
-        let mut f = if existing {
-            OpenOptions::new().append(true).open(&jp)
-        } else {
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&jp)
-        }
-        .map_err(|e| StoreError::io(&jp, e))?;
+        let mut st = match existing {
+            Some(mut st) => {
+                if st.writer.is_none() {
+                    let f = OpenOptions::new()
+                        .append(true)
+                        .open(&jp)
+                        .map_err(|e| StoreError::io(&jp, e))?;
+                    st.writer = Some(f);
+                }
+                st
+            }
+            None => {
+                // O_APPEND: this descriptor is kept for later appends, and
+                // other processes append to the file meanwhile; writes at
+                // its own offset would overwrite theirs.
+                let f = OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .mode(0o600)
+                    .open(&jp)
+                    .map_err(|e| StoreError::io(&jp, e))?;
+                // Nothing of a journal settle() found unusable is kept.
+                f.set_len(0).map_err(|e| StoreError::io(&jp, e))?;
+                let m = f.metadata().map_err(|e| StoreError::io(&jp, e))?;
+                JournalState {
+                    id: (m.dev(), m.ino()),
+                    seen: 0,
+                    valid: 0,
+                    header: Some((order, main)),
+                    overlay: Arc::new(Overlay::new(order)),
+                    writer: Some(f),
+                }
+            }
+        };
+        let created = st.seen == 0;
+        let f = st.writer.as_mut().expect("opened above");
         f.write_all(&bytes).map_err(|e| StoreError::io(&jp, e))?;
         if self.fsync {
             f.sync_data().map_err(|e| StoreError::io(&jp, e))?;
-            if !existing {
+            if created {
                 sync_dir(path.parent().unwrap_or(Path::new(".")))?;
             }
         }
-        let m = f.metadata().map_err(|e| StoreError::io(&jp, e))?;
-        let st = match self.journals.remove(path) {
-            Some(st) if existing => st,
-            _ => JournalState {
-                id: (m.dev(), m.ino()),
-                seen: 0,
-                valid: 0,
-                header: Some((order, main)),
-                overlay: Arc::new(Overlay::new(order)),
-            },
-        };
-        let mut st = st;
         let overlay = Arc::make_mut(&mut st.overlay);
         ops.into_iter().for_each(|op| overlay.push(op));
-        st.seen = m.size();
-        st.valid = m.size();
+        st.seen += bytes.len() as u64;
+        st.valid = st.seen;
+        let (id, size) = (st.id, st.seen);
         self.journals.insert(path.to_path_buf(), st);
         self.appended.insert(path.to_path_buf(), order);
         self.raw.remove(path);
-        if m.size() > fold_threshold(main.map_or(0, |s| s.size)) {
+        if size > fold_threshold(main.map_or(0, |s| s.size)) {
             self.fold_locked(path, order)?;
+            return Ok(None);
         }
-        Ok(())
+        Ok(Some(Version {
+            main,
+            journal: Some((id.0, id.1, size)),
+        }))
     }
 
     /// Fold the journals this process appended to into their files: at
@@ -802,7 +945,9 @@ impl Files {
             Err(e) => return Err(StoreError::io(&jp, e)),
         };
         match head {
-            Some((order, ..)) => self.settle(path, order, false)?,
+            Some((order, ..)) => {
+                self.settle(path, order, false)?;
+            }
             None => {
                 remove_if_there(&jp)?;
                 self.journals.remove(path);
@@ -828,9 +973,13 @@ impl Files {
         change: impl FnOnce(&mut Records) -> Result<(T, bool), E>,
     ) -> Result<T, E> {
         let lock = Lock::take(path, true)?;
+        self.unsee(path);
         let journaling = self.journaled(path);
-        self.settle(path, order, journaling)?;
-        let (stamp, bytes) = self.load_main(path)?;
+        let main = self.settle(path, order, journaling)?;
+        let (stamp, bytes) = match self.mains.get(path) {
+            Some((s, bytes)) if *s == main => (main, bytes.clone()),
+            _ => self.load_main(path)?,
+        };
         let sorted = match self.sorted.get(path) {
             Some((s, sorted)) if *s == stamp => *sorted,
             _ => {
@@ -845,7 +994,7 @@ impl Files {
         }
         let (lo, hi) = prefix_range(&bytes, order, prefix);
         let (mut part, _) = Records::parse(order, &bytes[lo..hi]);
-        if let JournalView::Valid { overlay, .. } = self.load_journal(path, stamp)? {
+        if let Some(overlay) = self.overlay_known(path, stamp) {
             overlay.apply_prefix(prefix, &mut part);
         }
         let before = journaling.then(|| part.clone());
@@ -860,7 +1009,7 @@ impl Files {
         if let Some(before) = before {
             let ops = journal::diff(order, &before, &part);
             if !ops.is_empty() {
-                self.append(path, order, ops)?;
+                self.append(path, order, stamp, ops)?;
             }
             return Ok(result);
         }
@@ -897,9 +1046,11 @@ impl Files {
         change: impl FnOnce(&mut Records) -> Result<(T, bool), E>,
     ) -> Result<T, E> {
         let _lock = Lock::take(path, true)?;
+        self.unsee(path);
         let journaling = self.journaled(path);
-        self.settle(path, order, journaling)?;
-        let current = self.load(path, order)?;
+        let main = self.settle(path, order, journaling)?;
+        let now = self.version_known(path, main);
+        let current = self.load_with(path, order, now)?;
         self.cache.remove(path);
         if journaling {
             let mut recs = (*current).clone();
@@ -912,13 +1063,10 @@ impl Files {
                 return Ok(result);
             }
             if write && !ops.is_empty() {
-                self.append(path, order, ops)?;
-                if !self.journals.contains_key(path) {
-                    // Folded: the cache already holds the new file.
-                    return Ok(result);
+                // Folded (`None`): the cache already holds the new file.
+                if let Some(now) = self.append(path, order, main, ops)? {
+                    self.cache.insert(path.to_path_buf(), (now, Arc::new(recs)));
                 }
-                let now = self.version(path)?;
-                self.cache.insert(path.to_path_buf(), (now, Arc::new(recs)));
             }
             return Ok(result);
         }
@@ -952,6 +1100,7 @@ impl Files {
     }
 
     fn forget(&mut self, path: &Path) {
+        self.unsee(path);
         self.cache.remove(path);
         self.raw.remove(path);
         self.mains.remove(path);
@@ -1254,8 +1403,8 @@ mod tests {
         let mut views: Vec<Files> = (0..3)
             .map(|_| Files {
                 fsync: false,
-                journal_under: Some(dir.path().join("user")),
-                ..Files::default()
+                journaling: true,
+                ..Files::under(dir.path())
             })
             .collect();
         let mut model: std::collections::BTreeMap<String, String> = Default::default();

@@ -60,7 +60,7 @@ impl Store {
     pub fn open(root: &Path) -> Store {
         Store {
             root: root.to_path_buf(),
-            files: Files::default(),
+            files: Files::under(root),
             indexes: Default::default(),
         }
     }
@@ -77,7 +77,7 @@ impl Store {
     /// Whether changes to per-user files are journaled (the
     /// `imsp.db.journal` option); see [`journal`].
     pub fn set_journal(&mut self, on: bool) {
-        self.files.journal_under = on.then(|| self.root.join("user"));
+        self.files.journaling = on;
     }
 
     /// Fold every journal under `user/` into its file (at the daemon's
