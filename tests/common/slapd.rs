@@ -149,46 +149,51 @@ index objectClass eq
             "slapadd failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let (port, tls_port) = (free_port(), free_port());
-        let log = std::fs::File::create(dir.join("slapd.log")).unwrap();
-        let child = Command::new(SLAPD)
-            .arg("-h")
-            .arg(format!(
-                "ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{tls_port}/"
-            ))
-            .arg("-f")
-            .arg(dir.join("slapd.conf"))
-            .args(["-d", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start slapd");
-        let mut s = Slapd {
-            child: Some(child),
-            port,
-            tls_port,
-            dir,
-            _tmp: tmp,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
-            {
-                break;
+        // A port found free may be taken by another test before slapd binds
+        // it: slapd then exits at once, and is started again on others.
+        let log_of =
+            |dir: &Path| std::fs::read_to_string(dir.join("slapd.log")).unwrap_or_default();
+        for attempt in 1.. {
+            let (port, tls_port) = (free_port(), free_port());
+            let log = std::fs::File::create(dir.join("slapd.log")).unwrap();
+            let mut child = Command::new(SLAPD)
+                .arg("-h")
+                .arg(format!(
+                    "ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{tls_port}/"
+                ))
+                .arg("-f")
+                .arg(dir.join("slapd.conf"))
+                .args(["-d", "0"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start slapd");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    && TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+                {
+                    return Slapd {
+                        child: Some(child),
+                        port,
+                        tls_port,
+                        dir,
+                        _tmp: tmp,
+                    };
+                }
+                if let Ok(Some(st)) = child.try_wait() {
+                    assert!(attempt < 5, "slapd exited with {st}:\n{}", log_of(&dir));
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    panic!("slapd did not start:\n{}", log_of(&dir));
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            if let Some(Ok(Some(st))) = s.child.as_mut().map(|c| c.try_wait()) {
-                panic!("slapd exited with {st}:\n{}", s.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "slapd did not start:\n{}",
-                s.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
-        s
+        unreachable!()
     }
 
     pub fn log(&self) -> String {
