@@ -540,6 +540,29 @@ fn literals_claiming_4gb_after_login_sync_and_literal_plus() {
     alive(&mut c);
 }
 
+/// Empty literals cost nothing against the literal limit; the lines
+/// around them share the line limit, so a command of endless `{0+}` is
+/// refused (before login too) and the process stays small.
+#[test]
+fn a_command_of_endless_empty_literals_is_refused_in_bounded_memory() {
+    let s = server().start();
+    let mut c = s.connect();
+    let session = newest_child(&s);
+    c.send(b"E1 LOGIN {0+}\r\n");
+    let chunk = " {0+}\r\n".repeat(8 * 1024);
+    for _ in 0..200 {
+        // 12.8 MB in all, 64 KB a send.
+        c.send(chunk.as_bytes());
+    }
+    c.send(b" x\r\n");
+    let l = String::from_utf8_lossy(&c.read_line()).into_owned();
+    assert!(l.starts_with("E1 BAD Line too long"), "{l}");
+    let rss = vm_rss_kb(session).expect("session process alive");
+    assert!(rss < 32 * 1024, "session holds {rss} kB");
+    // In step: the next command is answered as itself.
+    assert_eq!(c.cmd("NOOP").status(), "OK");
+}
+
 /// The most recently started session process of `s`.
 fn newest_child(s: &Server) -> u32 {
     let kids = children_of(s.pid());

@@ -49,10 +49,11 @@ pub fn frames(data: &[u8], chunk: usize, limits: Limits) -> (Vec<Frame>, usize) 
         match f {
             Frame::Eof => break,
             Frame::Command(ref c) => {
-                // A frame holds at most its lines and its literals.
+                // A frame holds at most one line limit of line bytes (all
+                // its lines together), their line ends, and its literals.
                 let lines = c.split(|&b| b == b'\n').count();
                 assert!(
-                    c.len() as u64 <= (lines * (limits.max_line + 2)) as u64 + limits.max_literal,
+                    c.len() as u64 <= (limits.max_line + 2 * lines) as u64 + limits.max_literal,
                     "frame of {} bytes over the limits",
                     c.len()
                 );

@@ -13,7 +13,9 @@ use super::parser::{frame_tag, literal_header};
 /// Input sizes the reader accepts.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Longest line (outside literals), in octets.
+    /// Longest command outside its literals, in octets: one line, or all
+    /// the lines of a command that carries literals together (so that a
+    /// command of many empty literals cannot grow without end).
     pub max_line: usize,
     /// Largest literal, and the budget for all literals of one command.
     pub max_literal: u64,
@@ -61,6 +63,16 @@ pub fn literal_at_end(line: &[u8]) -> Option<(u64, bool)> {
     }
 }
 
+/// How much of an over-long line is kept to name its tag in the answer.
+const HEAD: usize = 1024;
+
+/// The tag of a command whose first line was cut to `head`: none when the
+/// tag itself may have been cut, running to the end of what was kept (the
+/// client gets `* BAD`, not a wrong tag).
+fn head_tag(head: &[u8]) -> Option<String> {
+    frame_tag(head).filter(|t| t.len() < head.len())
+}
+
 enum Line {
     Complete(Vec<u8>),
     /// Over the limit: the line was consumed; the tail kept to spot a literal.
@@ -89,7 +101,7 @@ impl FrameReader {
     /// is consumed without being kept whole.
     fn read_line<T: Transport>(&mut self, t: &mut T, max: usize) -> io::Result<Line> {
         fn head(v: &[u8]) -> Vec<u8> {
-            v[..v.len().min(64)].to_vec()
+            v[..v.len().min(HEAD)].to_vec()
         }
         /// The end of a line, enough to spot the literal it may announce.
         /// Leading zeros of a `{N}` count are dropped first: padding must
@@ -233,12 +245,16 @@ impl FrameReader {
     pub fn next_frame<T: Transport>(&mut self, t: &mut T) -> io::Result<Frame> {
         let mut frame = Vec::new();
         let mut literal_budget = self.limits.max_literal;
+        let mut line_budget = self.limits.max_line;
         loop {
-            let line = match self.read_line(t, self.limits.max_line)? {
+            let line = match self.read_line(t, line_budget)? {
                 Line::Complete(l) => l,
                 Line::TooLong { head, tail } => {
-                    let first = if frame.is_empty() { head } else { frame };
-                    let tag = frame_tag(&first);
+                    let tag = if frame.is_empty() {
+                        head_tag(&head)
+                    } else {
+                        frame_tag(&frame)
+                    };
                     if !self.skip_rest(t, tail)? {
                         return Ok(Frame::Eof);
                     }
@@ -250,6 +266,7 @@ impl FrameReader {
                 // Blank lines between commands are ignored, as telnet users send them.
                 continue;
             }
+            line_budget -= line.len();
             frame.extend_from_slice(&line);
             let Some((n, non_sync)) = literal_at_end(&line) else {
                 return Ok(Frame::Command(frame));
@@ -381,6 +398,63 @@ mod tests {
         for chunk in 1..=input.len() {
             assert_eq!(frames(&input, chunk, limits).0, expect, "chunk {chunk}");
         }
+    }
+
+    /// Empty literals cost no literal bytes, but the lines around them
+    /// count against one budget for the whole command: a client cannot
+    /// grow a command without end with `{0+}` after `{0+}`.
+    #[test]
+    fn lines_of_one_command_share_the_line_limit() {
+        let limits = Limits {
+            max_line: 40,
+            max_literal: 80,
+        };
+        let mut input = b"a STOREADDRESS fred x {0+}\r\n".to_vec();
+        for _ in 0..20 {
+            input.extend_from_slice(b" f {0+}\r\n");
+        }
+        input.extend_from_slice(b" v\r\nb NOOP\r\n");
+        let expect = vec![
+            Frame::LineTooLong {
+                tag: Some("a".into()),
+            },
+            Frame::Command(b"b NOOP".to_vec()),
+        ];
+        for chunk in [1, 3, 7, input.len()] {
+            assert_eq!(frames(&input, chunk, limits).0, expect, "chunk {chunk}");
+        }
+        // Within the budget the same shape is one command.
+        let ok = b"a SET x {0+}\r\n y {0+}\r\n\r\nb NOOP\r\n";
+        assert_eq!(
+            frames(ok, 2, limits).0,
+            vec![
+                Frame::Command(b"a SET x {0+}\r\n y {0+}\r\n".to_vec()),
+                Frame::Command(b"b NOOP".to_vec()),
+            ]
+        );
+    }
+
+    /// The BAD for an over-long line carries the client's whole tag, or
+    /// none at all when the tag alone is too long to keep.
+    #[test]
+    fn an_over_long_line_is_answered_with_its_whole_tag() {
+        let limits = Limits {
+            max_line: 300,
+            max_literal: 80,
+        };
+        let tag = "T".repeat(200);
+        let mut input = format!("{tag} SET x ").into_bytes();
+        input.extend_from_slice(&[b'v'; 400]);
+        input.extend_from_slice(b"\r\n");
+        input.extend_from_slice(&[b'U'; 2000]);
+        input.extend_from_slice(b" NOOP\r\n");
+        assert_eq!(
+            frames(&input, 64, limits).0,
+            vec![
+                Frame::LineTooLong { tag: Some(tag) },
+                Frame::LineTooLong { tag: None },
+            ]
+        );
     }
 
     #[test]
