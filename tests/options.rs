@@ -277,12 +277,49 @@ fn an_edit_of_the_options_file_is_seen_live() {
         c.ok("GET site.motd"),
         vec!["* OPTION site.motd \"hello again\" [READ-ONLY]"]
     );
-    // A damaged line is skipped, not fatal.
-    std::fs::write(s.path("options"), format!("{g}garbage-without-space\n")).unwrap();
+    // A damaged line is skipped, not fatal, and the admin is told.
+    std::fs::write(
+        s.path("options"),
+        format!("{g}garbage-without-space\nsite.bad Qvalue\n"),
+    )
+    .unwrap();
     assert_eq!(
         c.ok("GET site.motd"),
         vec!["* OPTION site.motd \"welcome back\" [READ-ONLY]"]
     );
+    assert!(c.ok("GET site.bad").is_empty());
+    let log = s.log();
+    assert!(log.contains("is damaged; skipped"), "{log}");
+    assert!(
+        log.contains("option \"site.bad\" skipped: its type is not N, R or W"),
+        "{log}"
+    );
+    // Once per change of the file, not at every command.
+    c.ok("GET site.motd");
+    assert_eq!(s.log().matches("\"site.bad\" skipped").count(), 1);
+}
+
+/// A usage recorded lower than what the options cost (an edited or
+/// restored file) must not wrap below zero: the change is made, the usage
+/// floors at zero, and the session goes on.
+#[test]
+fn a_usage_below_the_options_cost_floors_at_zero() {
+    let s = Server::start();
+    std::fs::create_dir_all(s.path("user/fred")).unwrap();
+    std::fs::write(
+        s.path("user/fred/options"),
+        "fred.x W hello world\nimsp.user.quota.usage R 0\n",
+    )
+    .unwrap();
+    let mut c = s.login("fred");
+    c.ok("UNSET fred.x");
+    assert_eq!(
+        c.ok("GET imsp.user.quota.usage"),
+        vec!["* OPTION imsp.user.quota.usage 0 [READ-ONLY]"]
+    );
+    c.ok("SET fred.y z");
+    assert!(s.read("user/fred/options").contains("fred.y W z"));
+    assert!(!s.log().contains("panicked"), "{}", s.log());
 }
 
 #[test]

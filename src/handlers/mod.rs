@@ -187,7 +187,7 @@ impl<'a> Handler<'a> {
     /// current file (re-parsed only when it changed on disk).
     fn refresh(&mut self) -> Result<(), StoreError> {
         let g = self.store.global_options()?;
-        crate::log::set_level(g.number("imsp.log.level").unwrap_or(2).clamp(0, 9) as u8);
+        crate::log::set_level(g.log_level());
         self.store
             .set_fsync(g.flag("imsp.db.fsync").unwrap_or(true));
         self.store

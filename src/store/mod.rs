@@ -54,6 +54,8 @@ pub struct Store {
         String,
         (std::sync::Arc<Vec<u8>>, std::sync::Arc<abook::EntryIndex>),
     >,
+    /// The options files as last checked for damaged lines.
+    options_seen: std::collections::HashMap<PathBuf, std::sync::Arc<Records>>,
 }
 
 impl Store {
@@ -62,6 +64,7 @@ impl Store {
             root: root.to_path_buf(),
             files: Files::under(root),
             indexes: Default::default(),
+            options_seen: Default::default(),
         }
     }
 

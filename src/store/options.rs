@@ -95,6 +95,11 @@ impl OptionTable {
         Some(matches!(v.as_str(), "+" | "1" | "yes" | "on" | "true"))
     }
 
+    /// `imsp.log.level`, 0 to 9 (2 when unset or not a number).
+    pub fn log_level(&self) -> u8 {
+        self.number("imsp.log.level").unwrap_or(2).clamp(0, 9) as u8
+    }
+
     /// An integer option.
     pub fn number(&self, name: &str) -> Option<i64> {
         String::from_utf8_lossy(&self.value(name)?)
@@ -153,12 +158,35 @@ pub struct Written {
 impl Store {
     pub fn global_options(&mut self) -> Result<OptionTable, StoreError> {
         let p = self.global_path("options");
-        Ok(OptionTable(self.files.read(&p, ORDER)?))
+        self.option_table(&p)
     }
 
     pub fn user_options(&mut self, user: &str) -> Result<OptionTable, StoreError> {
         let p = self.user_path(user, "options");
-        Ok(OptionTable(self.files.read(&p, ORDER)?))
+        self.option_table(&p)
+    }
+
+    /// An options file, parsed; each time it is parsed anew, the lines
+    /// that are not `name type value` are logged (they are skipped).
+    fn option_table(&mut self, p: &std::path::Path) -> Result<OptionTable, StoreError> {
+        let recs = self.files.read(p, ORDER)?;
+        let fresh = self
+            .options_seen
+            .get(p)
+            .is_none_or(|seen| !Arc::ptr_eq(seen, &recs));
+        if fresh {
+            for (k, v) in recs.iter() {
+                if decode(k, v).is_none() {
+                    crate::log_warn!(
+                        "{}: option {:?} skipped: its type is not N, R or W",
+                        p.display(),
+                        String::from_utf8_lossy(k)
+                    );
+                }
+            }
+            self.options_seen.insert(p.to_path_buf(), recs.clone());
+        }
+        Ok(OptionTable(recs))
     }
 
     /// Set (`Some`) or remove (`None`) an option in a user's file, keeping
@@ -193,7 +221,9 @@ impl Store {
             };
             let before =
                 quota::stored_usage(recs).unwrap_or_else(|| quota::options_usage(recs) + books);
-            let after = before - cost(old.as_ref().map(|o| (o.kind, &o.value[..])))
+            // A usage recorded lower than what it should count (an edited
+            // or restored file) floors at zero rather than wrapping.
+            let after = before.saturating_sub(cost(old.as_ref().map(|o| (o.kind, &o.value[..]))))
                 + cost(value.map(|v| (kind, v)));
             if after > before {
                 quota::check(after, quota_kb)?;
