@@ -83,6 +83,9 @@ pub fn run(
         Ok(n) => crate::log_warn!("folded {n} journal(s) left by sessions that did not end"),
         Err(e) => crate::log_error!("folding journals: {e}"),
     }
+    // The global options, kept parsed so that each session starts with them.
+    let mut warm = Store::open(&settings.data_dir);
+    apply_log_level(&mut warm);
     for l in &listeners {
         crate::log_login!("listening on {}", l.local_addr()?);
         // Tests and scripts wait for this line to learn the port.
@@ -93,8 +96,6 @@ pub fn run(
     let mut children: HashSet<Pid> = HashSet::new();
     let mut periodic = Periodic::new();
     let mut listeners = Some(listeners);
-    // The global options, kept parsed so that each session starts with them.
-    let mut warm = Store::open(&settings.data_dir);
     warm.sweep(None);
     // Successful logins reported by sessions (see auth::cache).
     let cache_fd = match crate::auth::cache::enable() {
@@ -111,9 +112,7 @@ pub fn run(
             break;
         }
         let Some(ls) = listeners.as_ref() else { break };
-        if let Err(e) = warm.global_options() {
-            crate::log_warn!("reading the global options: {e}");
-        }
+        apply_log_level(&mut warm);
         let listen_fds: Vec<i32> = ls.iter().map(|l| l.as_raw_fd()).collect();
         periodic.run_due(settings, &listen_fds);
         // The listening sockets, then the auth cache's report pipe; a
@@ -187,6 +186,15 @@ pub fn run(
     Ok(())
 }
 
+/// Read the global options (kept parsed for the sessions to inherit) and
+/// log at the level they set.
+fn apply_log_level(warm: &mut Store) {
+    match warm.global_options() {
+        Ok(g) => crate::log::set_level(g.log_level()),
+        Err(e) => crate::log_warn!("reading the global options: {e}"),
+    }
+}
+
 /// Collect every child that has exited.
 fn reap(children: &mut HashSet<Pid>) {
     CHILD_EXITED.store(false, Ordering::SeqCst);
@@ -232,9 +240,13 @@ fn spawn_session(
                 // SAFETY: closing the child's copies of the listener fds.
                 unsafe { libc::close(l.fd) };
             }
-            for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD] {
+            for sig in [Signal::SIGTERM, Signal::SIGCHLD] {
                 let _ = install(sig, SigHandler::SigDfl);
             }
+            // A Ctrl-C at the terminal of `imspd -d` reaches the whole
+            // process group: the listener stops accepting, and sessions
+            // finish (a second signal sends them SIGTERM).
+            let _ = install(Signal::SIGINT, SigHandler::SigIgn);
             crate::log::after_fork();
             let peer = peer_name(&stream);
             let fd = stream.as_raw_fd();
@@ -243,7 +255,16 @@ fn spawn_session(
                 Ok(conn) => {
                     // The listener's store, global options parsed: taken over.
                     let store = std::mem::replace(warm, Store::open(&settings.data_dir));
-                    crate::session::serve(conn, settings, &peer, store)
+                    // A bug that panics ends this session only, logged; it
+                    // must not unwind into the listener's frames of this
+                    // process (whose descriptors the child has closed).
+                    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        crate::session::serve(conn, settings, &peer, store)
+                    }));
+                    if served.is_err() {
+                        crate::log_error!("{peer}: session ended by an internal error");
+                        std::process::exit(70);
+                    }
                 }
                 Err(e) => crate::log_warn!("{peer}: {e}"),
             }
@@ -332,9 +353,13 @@ fn spawn_refresh(settings: &Settings, listen_fds: &[i32]) -> Option<Pid> {
                 // SAFETY: closing the child's copies of the listener fds.
                 unsafe { libc::close(*fd) };
             }
-            for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD] {
+            for sig in [Signal::SIGTERM, Signal::SIGCHLD] {
                 let _ = install(sig, SigHandler::SigDfl);
             }
+            // A Ctrl-C at the terminal of `imspd -d` reaches the whole
+            // process group: the listener stops accepting, and sessions
+            // finish (a second signal sends them SIGTERM).
+            let _ = install(Signal::SIGINT, SigHandler::SigIgn);
             crate::log::reopen();
             let mut store = crate::store::Store::open(&settings.data_dir);
             crate::refresh::run_logged(&mut store);

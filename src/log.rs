@@ -80,6 +80,28 @@ pub fn reopen() {
     }
 }
 
+/// Report panics through the log (syslog, and stderr with `-d`) rather
+/// than only on a stderr that a daemon has closed. The session that hit
+/// one ends; see `daemon::spawn_session`.
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = format!("internal error: {info}");
+        if STDERR.load(Ordering::Relaxed) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "imspd[{}]: error: {msg}",
+                std::process::id()
+            );
+        }
+        // try_lock: a panic inside `log` itself must not deadlock here.
+        if let Ok(mut g) = SYSLOG.try_lock()
+            && let Some(l) = g.as_mut()
+        {
+            let _ = l.err(&msg);
+        }
+    }));
+}
+
 pub fn stderr_enabled() -> bool {
     STDERR.load(Ordering::Relaxed)
 }

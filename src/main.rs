@@ -114,6 +114,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     imspd::log::init(cli.foreground);
+    imspd::log::log_panics();
 
     let mut settings = Settings::new(cli.data_dir.clone());
     settings.idle_timeout = Duration::from_secs(cli.idle_timeout.max(1));

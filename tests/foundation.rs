@@ -243,6 +243,38 @@ fn sigterm_stops_the_listener_and_lets_sessions_finish() {
     assert!(status.success(), "{status}");
 }
 
+/// A Ctrl-C at the terminal of `imspd -d` signals the whole process
+/// group: the listener stops, and sessions finish rather than die.
+#[test]
+fn sigint_to_the_process_group_lets_sessions_finish() {
+    let mut s = server();
+    let mut c = s.connect();
+    assert_eq!(c.cmd("NOOP").status(), "OK");
+    let sessions = children_of(s.pid());
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    // What the terminal does: every process of the group gets SIGINT.
+    s.signal(libc::SIGINT);
+    for (pid, _) in &sessions {
+        // SAFETY: signalling the session process this test started.
+        unsafe { libc::kill(*pid as i32, libc::SIGINT) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", s.port)).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(c.cmd("NOOP").status(), "OK");
+    c.ok("LOGOUT");
+    let status = s.wait_exit(Duration::from_secs(5)).expect("listener exit");
+    assert!(status.success(), "{status}");
+    let log = s.log();
+    assert!(!log.contains("killed by SIGINT"), "{log}");
+    // The listener logs at the options' imsp.log.level (9 here): its
+    // level-3 notices are there.
+    assert!(log.contains("notice: listening on 127.0.0.1:"), "{log}");
+    assert!(log.contains("notice: shutting down"), "{log}");
+}
+
 #[test]
 fn connection_limit_refuses_with_bye() {
     let s = Server::builder()
