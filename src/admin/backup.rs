@@ -232,8 +232,9 @@ pub fn restore(snap: &Snapshot, data_dir: &Path, force: bool) -> Result<(usize, 
                         _ => {}
                     }
                 }
+                // Unlinked while held (see Lock::take).
+                let _ = fs::remove_file(lock_path(&p));
             }
-            let _ = fs::remove_file(lock_path(&p));
             removed += 1;
         }
         // Directories the backup lacks (a user that did not exist), once

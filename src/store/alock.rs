@@ -28,7 +28,7 @@ impl Holder {
         Holder {
             who,
             pid,
-            start: process_start(pid).unwrap_or(0),
+            start: own_start().unwrap_or(0),
         }
     }
 
@@ -48,8 +48,10 @@ impl Holder {
     }
 
     fn alive(&self) -> bool {
+        // This process: alive if it is the same one (a killed session's
+        // pid may have been given to this one since).
         if self.pid == std::process::id() {
-            return true;
+            return self.start == own_start().unwrap_or(0);
         }
         match process_start(self.pid) {
             Some(start) => start == self.start,
@@ -63,11 +65,31 @@ impl Holder {
     }
 }
 
-/// Field 22 of /proc/PID/stat: when the process started.
+/// Field 22 of /proc/PID/stat: when the process started; `None` for a
+/// process that has ended, even one its parent has not reaped yet.
 fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
-    after.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = after.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// This process's start time, read once (after fork: the child's).
+fn own_start() -> Option<u64> {
+    static OWN: std::sync::Mutex<Option<(u32, Option<u64>)>> = std::sync::Mutex::new(None);
+    let pid = std::process::id();
+    let mut g = OWN.lock().unwrap_or_else(|e| e.into_inner());
+    match *g {
+        Some((p, start)) if p == pid => start,
+        _ => {
+            let start = process_start(pid);
+            *g = Some((pid, start));
+            start
+        }
+    }
 }
 
 /// The `alock` key of an address book entry.
@@ -191,5 +213,35 @@ impl Store {
                 ),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lock left by a killed session whose pid this process now has is
+    /// stale: only the same pid *and* start time is this session.
+    #[test]
+    fn a_reused_pid_is_not_the_holder() {
+        let me = Holder::this_process("fred@localhost".into());
+        assert!(me.alive());
+        let before = Holder {
+            start: me.start.wrapping_sub(1),
+            ..me.clone()
+        };
+        assert!(!before.alive());
+    }
+
+    #[test]
+    fn an_ended_process_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited but not reaped yet: a zombie still has /proc/PID/stat.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(process_start(pid), None);
+        child.wait().unwrap();
+        assert_eq!(process_start(pid), None);
+        assert!(process_start(std::process::id()).is_some());
     }
 }

@@ -381,23 +381,38 @@ pub struct Lock(File);
 
 impl Lock {
     /// Lock the file that guards `path`, shared or exclusive.
+    ///
+    /// Removing or renaming a file removes its lock file too, so a waiter
+    /// may wake holding the lock of a file no longer at that path while a
+    /// newcomer locks a new one: the lock is only taken once the path
+    /// still names the file that was locked.
     pub fn take(path: &Path, exclusive: bool) -> Result<Lock, StoreError> {
         let lp = lock_path(path);
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lp)
+        loop {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&lp)
+                .map_err(|e| StoreError::io(&lp, e))?;
+            if exclusive {
+                f.lock_exclusive()
+            } else {
+                f.lock_shared()
+            }
             .map_err(|e| StoreError::io(&lp, e))?;
-        if exclusive {
-            f.lock_exclusive()
-        } else {
-            f.lock_shared()
+            let held = f.metadata().map_err(|e| StoreError::io(&lp, e))?;
+            match fs::metadata(&lp) {
+                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                    return Ok(Lock(f));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(&lp, e)),
+            }
         }
-        .map_err(|e| StoreError::io(&lp, e))?;
-        Ok(Lock(f))
     }
 }
 
@@ -1091,8 +1106,10 @@ impl Files {
             remove_if_there(path)?;
             remove_if_there(&journal_path(path))?;
             self.forget(path);
+            // Unlinked while held: a waiter then finds the path no longer
+            // names what it locked, and locks afresh (see Lock::take).
+            let _ = fs::remove_file(lock_path(path));
         }
-        let _ = fs::remove_file(lock_path(path));
         if self.fsync {
             sync_dir(path.parent().unwrap_or(Path::new(".")))?;
         }
@@ -1109,13 +1126,19 @@ impl Files {
     }
 
     /// Rename `from` to `to` (both under their exclusive locks), the
-    /// journal of `from` folded in first.
+    /// journal of `from` folded in first. Never replaces: a `to` that
+    /// exists (or has a journal) is refused, whoever made it meanwhile.
     pub fn rename(&mut self, from: &Path, to: &Path, order: Order) -> Result<(), StoreError> {
         {
             let _a = Lock::take(from, true)?;
             let _b = Lock::take(to, true)?;
+            if to.exists() || journal_path(to).exists() {
+                return Err(StoreError::Invalid(format!(
+                    "{} already exists",
+                    to.file_name().unwrap_or_default().to_string_lossy()
+                )));
+            }
             self.settle(from, order, false)?;
-            remove_if_there(&journal_path(to))?;
             match fs::rename(from, to) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -1123,8 +1146,8 @@ impl Files {
             }
             self.forget(from);
             self.forget(to);
+            let _ = fs::remove_file(lock_path(from));
         }
-        let _ = fs::remove_file(lock_path(from));
         if self.fsync {
             sync_dir(to.parent().unwrap_or(Path::new(".")))?;
         }
@@ -1197,6 +1220,44 @@ pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file removed (its lock file with it) while another waits for its
+    /// lock: the waiter and a newcomer, which locks a new lock file, must
+    /// still exclude each other.
+    #[test]
+    fn a_lock_file_removed_while_waited_for_still_excludes() {
+        use std::sync::atomic::{AtomicUsize, Ordering as AO};
+        let dir = tempfile::tempdir().unwrap();
+        let p = Arc::new(dir.path().join("abook.fred.x"));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let critical = |inside: &AtomicUsize| {
+            assert_eq!(inside.fetch_add(1, AO::SeqCst), 0, "two holders at once");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            inside.fetch_sub(1, AO::SeqCst);
+        };
+        let mut files = Files {
+            fsync: false,
+            ..Default::default()
+        };
+        fs::write(p.as_ref(), b"").unwrap();
+        let first = Lock::take(&p, true).unwrap();
+        let waiter = {
+            let (p, inside) = (p.clone(), inside.clone());
+            std::thread::spawn(move || {
+                let _l = Lock::take(&p, true).unwrap();
+                critical(&inside);
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(first);
+        // What Files::remove does, the waiter already blocked on the old
+        // lock file (it may also win the lock first: then remove waits).
+        files.remove(&p).unwrap();
+        let _l = Lock::take(&p, true).unwrap();
+        critical(&inside);
+        drop(_l);
+        waiter.join().unwrap();
+    }
 
     #[test]
     fn update_writes_atomically_and_cache_follows_disk() {
