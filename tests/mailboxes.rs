@@ -519,3 +519,38 @@ fn servers_down_and_the_proxy_identity() {
     assert!(!site.s.read("mailboxes").contains("user.fred.viaproxy2"));
     fred.ok("NOOP");
 }
+
+#[test]
+fn rename_moves_sub_mailboxes_on_every_server() {
+    let site = site(&[]);
+    let (s1, s2) = (site.s1(), site.s2());
+    let s = &site.s;
+    let mut admin = s.login("admin");
+    // user.barney is on the second server, user.barney.old on the first.
+    admin.ok("RENAME user.barney user.rubble");
+    assert!(site.d2.mailboxes().contains(&"user.rubble".to_string()));
+    assert!(!site.d2.mailboxes().contains(&"user.barney".to_string()));
+    let on1 = site.d1.mailboxes();
+    assert!(on1.contains(&"user.rubble.old".to_string()), "{on1:?}");
+    assert!(!on1.contains(&"user.barney.old".to_string()), "{on1:?}");
+    let mb = s.read("mailboxes");
+    assert!(mb.contains(&format!("user.rubble * . ({s2}) \n")), "{mb}");
+    assert!(
+        mb.contains(&format!("user.rubble.old * . ({s1}) \n")),
+        "{mb}"
+    );
+    assert!(!mb.contains("user.barney"), "{mb}");
+    assert!(
+        s.read("changed")
+            .contains("user.barney.old user.rubble.old\n")
+    );
+
+    // A server that refuses: what was renamed elsewhere is renamed back.
+    site.d1.create(&["user.flint.old"]);
+    let t = admin.fails("RENAME user.rubble user.flint", "NO");
+    assert!(t.contains("RENAME user.rubble.old user.flint.old"), "{t}");
+    assert!(site.d2.mailboxes().contains(&"user.rubble".to_string()));
+    assert!(!site.d2.mailboxes().contains(&"user.flint".to_string()));
+    assert!(site.d1.mailboxes().contains(&"user.rubble.old".to_string()));
+    assert_eq!(s.read("mailboxes"), mb);
+}

@@ -754,50 +754,82 @@ impl Handler<'_> {
         {
             return Err(Done::no(format!("Mailbox {new} already exists")));
         }
+        let steps = rename_steps(&recs, &old, &e);
         let cfg = self.proxy_config();
-        let mut done: Vec<ImapConn> = Vec::new();
-        for s in &e.servers {
-            let step = self
-                .imap(&cfg, s)
-                .and_then(|mut c| match c.rename(&old, &new) {
-                    Ok(()) => Ok(c),
-                    Err(er) => {
-                        c.logout();
-                        Err(Done::no(er.0))
-                    }
-                });
-            match step {
-                Ok(c) => done.push(c),
+        let moved = |n: &str| format!("{new}{}", &n[old.len()..]);
+        // Each server renames the topmost of the moving mailboxes it holds
+        // (its IMAP RENAME takes what is below along); any failure undoes
+        // the renames already made, last first.
+        let mut conns: Vec<ImapConn> = Vec::new();
+        let mut done: Vec<(usize, String)> = Vec::new();
+        let mut failure = None;
+        'servers: for (server, names) in &steps {
+            let mut c = match self.imap(&cfg, server) {
+                Ok(c) => c,
                 Err(d) => {
-                    for mut c in done {
-                        if let Err(er) = c.rename(&new, &old) {
-                            crate::log_warn!("rename rollback: {er}");
-                        }
-                        c.logout();
-                    }
-                    return Err(d);
+                    failure = Some(d);
+                    break;
+                }
+            };
+            for n in names {
+                if let Err(er) = c.rename(n, &moved(n)) {
+                    failure = Some(Done::no(er.0));
+                    conns.push(c);
+                    break 'servers;
+                }
+                done.push((conns.len(), n.clone()));
+            }
+            conns.push(c);
+        }
+        if let Some(d) = failure {
+            for (i, n) in done.iter().rev() {
+                if let Err(er) = conns[*i].rename(&moved(n), n) {
+                    crate::log_warn!("rename rollback: {er}");
                 }
             }
+            for c in conns {
+                c.logout();
+            }
+            return Err(d);
         }
         let mut notes = Vec::new();
-        for mut c in done {
-            if inbox && let Err(er) = c.create(&old) {
+        for (i, c) in conns.iter_mut().enumerate() {
+            if inbox
+                && steps[i].1.contains(&old)
+                && let Err(er) = c.create(&old)
+            {
                 notes.push(format!("A new INBOX could not be made: {er}"));
             }
+        }
+        for c in conns {
             c.logout();
         }
-        // The renamed mailbox and everything below it move.
+        // What moved on every server that holds it moves here too.
+        let renamed: Vec<(String, String)> = steps
+            .iter()
+            .flat_map(|(s, names)| names.iter().map(move |n| (s.clone(), n.clone())))
+            .collect();
         let mut pairs: Vec<(String, String)> = Vec::new();
         let servers = e.servers.clone();
         self.store
             .update_mailboxes(|r| {
                 for (n, ent) in mailboxes::entries(r) {
-                    if mailboxes::is_within(&n, &old) {
-                        let moved = format!("{new}{}", &n[old.len()..]);
-                        r.remove(n.as_bytes());
-                        mailboxes::put(r, &moved, &ent);
-                        pairs.push((n, moved));
+                    if !mailboxes::is_within(&n, &old) {
+                        continue;
                     }
+                    let everywhere = ent.servers.iter().all(|s| {
+                        renamed
+                            .iter()
+                            .any(|(rs, top)| rs == s && mailboxes::is_within(&n, top))
+                    });
+                    if !everywhere {
+                        crate::log_warn!("rename {old}: {n} was not renamed on all its servers");
+                        continue;
+                    }
+                    let to = moved(&n);
+                    r.remove(n.as_bytes());
+                    mailboxes::put(r, &to, &ent);
+                    pairs.push((n, to));
                 }
                 if inbox {
                     let mut fresh = MailboxEntry::new(servers.clone());
@@ -1134,4 +1166,38 @@ impl Handler<'_> {
         })();
         r.unwrap_or_else(|d| d)
     }
+}
+
+/// The IMAP renames that move `old` and everything below it: for each
+/// server that holds any of them (`old`'s own servers first), the topmost
+/// of those it holds.
+fn rename_steps(recs: &Records, old: &str, top: &MailboxEntry) -> Vec<(String, Vec<String>)> {
+    let moving: Vec<(String, MailboxEntry)> = mailboxes::entries(recs)
+        .into_iter()
+        .filter(|(n, _)| mailboxes::is_within(n, old))
+        .collect();
+    let mut servers: Vec<String> = top.servers.clone();
+    for (_, e) in &moving {
+        for s in &e.servers {
+            if !servers.contains(s) {
+                servers.push(s.clone());
+            }
+        }
+    }
+    servers
+        .into_iter()
+        .map(|s| {
+            let held: Vec<&String> = moving
+                .iter()
+                .filter(|(_, e)| e.servers.contains(&s))
+                .map(|(n, _)| n)
+                .collect();
+            let tops = held
+                .iter()
+                .filter(|n| !held.iter().any(|p| p != *n && mailboxes::is_within(n, p)))
+                .map(|n| n.to_string())
+                .collect();
+            (s, tops)
+        })
+        .collect()
 }
