@@ -3,7 +3,10 @@
 //! forked child at start when the file is missing and then every
 //! `imsp.mailbox.refresh` seconds (default 300; 0: only at start).
 //!
-//! A server that cannot be reached keeps its last known mailboxes. LAST
+//! A server that cannot be reached keeps its last known mailboxes; when no
+//! server answers, the file is left as it is (never emptied). A mailbox
+//! that vanished from a list its servers gave is noted in `deleted` (its
+//! subscriptions then go). LAST
 //! UIDs and ACLs already known are kept. The proxy identity
 //! (`imsp.proxy.user`) logs in, authorized as `imsp.refresh.user` when set.
 
@@ -63,7 +66,16 @@ pub fn refresh(store: &mut Store) -> Result<Report, StoreError> {
     let found = survey(&o);
     let configured: Vec<String> = found.iter().map(|(s, _)| s.clone()).collect();
     let mut report = Report::default();
-    store.update_mailboxes(|recs| {
+    if !found.iter().any(|(_, r)| r.is_ok()) {
+        // Nothing learned: the list stays as it is (or missing).
+        for (server, r) in found {
+            if let Err(e) = r {
+                report.failed.push((server, e.0));
+            }
+        }
+        return Ok(report);
+    }
+    let (vanished, present) = store.update_mailboxes(|recs| {
         let mut next: BTreeMap<String, MailboxEntry> = BTreeMap::new();
         // What is known of the servers that did not answer stays.
         for (name, mut e) in mailboxes::entries(recs) {
@@ -111,9 +123,20 @@ pub fn refresh(store: &mut Store) -> Result<Report, StoreError> {
             mailboxes::put(&mut fresh, name, e);
         }
         report.mailboxes = fresh.len();
+        // Gone from a list that every server holding them answered.
+        let vanished: Vec<String> = mailboxes::entries(&old)
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| fresh.get(n.as_bytes()).is_none())
+            .collect();
+        let present: Vec<String> = mailboxes::entries(&fresh)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         *recs = fresh;
-        Ok(((), true))
+        Ok(((vanished, present), true))
     })?;
+    store.note_deleted(&vanished, &present)?;
     for (server, r) in found {
         match r {
             Ok(_) => report.reached.push(server),
@@ -134,6 +157,12 @@ pub fn run_logged(store: &mut Store) {
                 crate::log_warn!(
                     "mailbox refresh: {server} unreachable, keeping its last known mailboxes: {why}"
                 );
+            }
+            if r.reached.is_empty() {
+                crate::log_warn!(
+                    "mailbox refresh: no IMAP server answered; mailboxes left as they were"
+                );
+                return;
             }
             crate::log_admin!(
                 "mailbox refresh: done, {} mailboxes from {} of {} servers",

@@ -554,3 +554,71 @@ fn rename_moves_sub_mailboxes_on_every_server() {
     assert!(site.d1.mailboxes().contains(&"user.rubble.old".to_string()));
     assert_eq!(s.read("mailboxes"), mb);
 }
+
+/// Wait for `what` to appear once more than `n` times in the log.
+fn wait_log(s: &Server, what: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.log().matches(what).count() <= n {
+        assert!(Instant::now() < deadline, "no {what:?}:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn subscriptions_go_only_with_mailboxes_known_deleted() {
+    let mut site = site(&["imsp.mailbox.refresh N 1"]);
+    let s1 = site.s1();
+    let mut fred = site.s.login("fred");
+    fred.ok("SUBSCRIBE user.fred.work");
+    fred.ok("SUBSCRIBE bboard.comp.mail");
+    let subs = site.s.read("user/fred/subs");
+    assert_eq!(
+        subs,
+        "bboard.comp.mail 1 0\nbboard.news 1 0\nuser.fred 1 0\nuser.fred.work 1 0\n"
+    );
+
+    // The list is missing (as before the first refresh): nothing is lost.
+    let n = site.s.log().matches("mailbox refresh: done").count();
+    std::fs::remove_file(site.s.path("mailboxes")).unwrap();
+    let u = fred.ok("LSUB \"\" *");
+    assert!(!u.iter().any(|l| l.starts_with("* NO")), "{u:?}");
+    assert_eq!(site.s.read("user/fred/subs"), subs);
+    wait_refreshes(&site.s, n + 1);
+    let u = fred.ok("LSUB \"\" user.fred.*");
+    assert_eq!(u, vec![format!("* LSUB () ({s1}) \".\" user.fred.work")]);
+
+    // A mailbox that vanished from a server that answered is deleted.
+    {
+        let mut d = site.d1.session("admin");
+        d.delete("user.fred.work").unwrap();
+        let _ = d.logout();
+    }
+    let n = site.s.log().matches("mailbox refresh: done").count();
+    wait_refreshes(&site.s, n + 1);
+    assert!(site.s.read("deleted").starts_with("user.fred.work "));
+    let u = fred.ok("LSUB \"\" *");
+    assert!(
+        u.contains(
+            &"* NO Mailbox user.fred.work was deleted; your subscription to it was removed"
+                .to_string()
+        ),
+        "{u:?}"
+    );
+    let subs = site.s.read("user/fred/subs");
+    assert_eq!(
+        subs,
+        "bboard.comp.mail 1 0\nbboard.news 1 0\nuser.fred 1 0\n"
+    );
+
+    // No server answers and the list is missing: it is not written empty,
+    // and the subscriptions stay.
+    site.d1.stop();
+    site.d2.stop();
+    std::fs::remove_file(site.s.path("mailboxes")).unwrap();
+    let n = site.s.log().matches("no IMAP server answered").count();
+    wait_log(&site.s, "no IMAP server answered", n);
+    assert!(!site.s.path("mailboxes").exists());
+    let u = fred.ok("LSUB \"\" *");
+    assert!(!u.iter().any(|l| l.starts_with("* NO")), "{u:?}");
+    assert_eq!(site.s.read("user/fred/subs"), subs);
+}

@@ -312,11 +312,15 @@ impl Handler<'_> {
     }
 
     /// Subscriptions to mailboxes that are gone: follow `changed` to the
-    /// new name, or drop them; the user is told with an untagged NO.
+    /// new name, or drop them when the mailbox is known to be deleted
+    /// (`deleted`); the user is told with an untagged NO. A mailbox that is
+    /// merely not in `mailboxes` (a list not built yet, a server that could
+    /// not be reached) keeps its subscribers.
     fn follow_changes(&mut self, out: &mut dyn Output) -> Result<(), Done> {
         let subs_now = self.my_subs()?;
         let recs = self.mailboxes_now()?;
         let changed = self.store.changed().map_err(Done::from)?;
+        let deleted = self.store.deleted().map_err(Done::from)?;
         let mut moves: Vec<(String, Option<String>)> = Vec::new();
         for (name, s) in subs::entries(&subs_now) {
             if !s.subscribed
@@ -325,11 +329,13 @@ impl Handler<'_> {
             {
                 continue;
             }
-            let target = changed
-                .get(name.as_bytes())
-                .map(text)
-                .filter(|n| mailboxes::get(&recs, n).is_some());
-            moves.push((name, target));
+            match changed.get(name.as_bytes()).map(text) {
+                Some(n) if mailboxes::get(&recs, &n).is_some() => moves.push((name, Some(n))),
+                Some(n) if deleted.get(n.as_bytes()).is_some() => moves.push((name, None)),
+                Some(_) => {}
+                None if deleted.get(name.as_bytes()).is_some() => moves.push((name, None)),
+                None => {}
+            }
         }
         if moves.is_empty() {
             return Ok(());
@@ -643,6 +649,9 @@ impl Handler<'_> {
                 Ok(((), true))
             })
             .map_err(Done::from)?;
+        self.store
+            .note_deleted(&[], std::slice::from_ref(&name))
+            .map_err(Done::from)?;
         self.log_mailbox_action("create", &format!("{name} on {}", targets.join(" ")));
         Ok(Done::completed("create"))
     }
@@ -703,19 +712,27 @@ impl Handler<'_> {
         }
         if !gone.is_empty() {
             let g = gone.clone();
-            self.store
+            let all_gone = self
+                .store
                 .update_mailboxes(|r| {
+                    let mut all_gone = false;
                     if let Some(mut e) = mailboxes::get(r, &name) {
                         e.servers.retain(|s| !g.contains(s));
                         if e.servers.is_empty() {
                             r.remove(name.as_bytes());
+                            all_gone = true;
                         } else {
                             mailboxes::put(r, &name, &e);
                         }
                     }
-                    Ok(((), true))
+                    Ok((all_gone, true))
                 })
                 .map_err(Done::from)?;
+            if all_gone {
+                self.store
+                    .note_deleted(std::slice::from_ref(&name), &[])
+                    .map_err(Done::from)?;
+            }
             self.log_mailbox_action("delete", &format!("{name} on {}", gone.join(" ")));
         }
         match failure {
@@ -862,6 +879,8 @@ impl Handler<'_> {
             }
         }
         self.store.record_changes(&pairs).map_err(Done::from)?;
+        let arrived: Vec<String> = pairs.iter().map(|(_, n)| n.clone()).collect();
+        self.store.note_deleted(&[], &arrived).map_err(Done::from)?;
         self.log_mailbox_action("rename", &format!("{old} to {new}"));
         let mut d = Done::completed("rename");
         if !notes.is_empty() {
