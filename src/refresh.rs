@@ -63,6 +63,9 @@ fn survey(o: &OptionTable) -> Survey {
 /// Merge what the servers said into `mailboxes`.
 pub fn refresh(store: &mut Store) -> Result<Report, StoreError> {
     let o = store.global_options()?;
+    // What the list was before the servers were asked: an entry that a
+    // command changed meanwhile is the command's, not the survey's.
+    let before = store.mailboxes()?;
     let found = survey(&o);
     let configured: Vec<String> = found.iter().map(|(s, _)| s.clone()).collect();
     let mut report = Report::default();
@@ -121,6 +124,25 @@ pub fn refresh(store: &mut Store) -> Result<Report, StoreError> {
         let mut fresh = crate::store::Records::new(mailboxes::ORDER);
         for (name, e) in next.iter().filter(|(_, e)| !e.servers.is_empty()) {
             mailboxes::put(&mut fresh, name, e);
+        }
+        // CREATE, DELETE, RENAME, MOVE ... made while the servers were
+        // asked stand as they are now.
+        let touched: Vec<Vec<u8>> = old
+            .iter()
+            .map(|(k, _)| k)
+            .chain(before.iter().map(|(k, _)| k))
+            .filter(|k| old.get(k) != before.get(k))
+            .map(<[u8]>::to_vec)
+            .collect();
+        for k in touched {
+            match old.get(&k) {
+                Some(v) => {
+                    fresh.insert(k, v.to_vec());
+                }
+                None => {
+                    fresh.remove(&k);
+                }
+            }
         }
         report.mailboxes = fresh.len();
         // Gone from a list that every server holding them answered.

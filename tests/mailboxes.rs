@@ -622,3 +622,70 @@ fn subscriptions_go_only_with_mailboxes_known_deleted() {
     assert!(!u.iter().any(|l| l.starts_with("* NO")), "{u:?}");
     assert_eq!(site.s.read("user/fred/subs"), subs);
 }
+
+/// A server that accepts connections and never says a word.
+fn mute_server() -> (String, std::thread::JoinHandle<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let name = l.local_addr().unwrap().to_string();
+    let h = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming().flatten() {
+            held.push(c);
+            if held.len() > 50 {
+                break;
+            }
+        }
+    });
+    (name, h)
+}
+
+#[test]
+fn refresh_stuck_on_a_mute_server() {
+    let (mute, _h) = mute_server();
+    let site = site(&["imsp.mailbox.refresh N 1"]);
+    let (s1, s2) = (site.s1(), site.s2());
+    let s = &site.s;
+    // The mute server is asked last: each refresh waits on it for the
+    // proxy timeout (5 s) after the two others have answered.
+    add_options(
+        s,
+        &format!("imsp.imap.servers R ({s1} {s2}/dovecot {mute})\nimsp.proxy.timeout N 5\n"),
+    );
+    let n = s.log().matches("mailbox refresh: done").count();
+    wait_refreshes(s, n + 1);
+    let n = s.log().matches("mailbox refresh: done").count();
+    wait_refreshes(s, n + 1);
+    assert!(
+        s.log()
+            .contains(&format!("mailbox refresh: {mute} unreachable")),
+        "{}",
+        s.log()
+    );
+    // A new refresh has started (within a second) and is stuck.
+    std::thread::sleep(Duration::from_millis(1500));
+    let n = s.log().matches("mailbox refresh: done").count();
+    // The listener still serves sessions meanwhile.
+    let start = Instant::now();
+    let mut admin = s.login("admin");
+    admin.ok(&format!("CREATE bboard.during ({s1})"));
+    admin.ok("RENAME user.fred.work user.fred.job");
+    let l = admin.ok("LIST \"\" user.fred.*");
+    assert_eq!(l, vec![format!("* LIST () ({s1}) \".\" user.fred.job")]);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        s.log().matches("mailbox refresh: done").count(),
+        n,
+        "the refresh was not stuck"
+    );
+    // The refresh that was under way when they were made keeps them.
+    wait_refreshes(s, n + 1);
+    let mb = s.read("mailboxes");
+    assert!(mb.contains(&format!("bboard.during 0 . ({s1}) \n")), "{mb}");
+    assert!(mb.contains(&format!("user.fred.job * . ({s1}) \n")), "{mb}");
+    assert!(!mb.contains("user.fred.work"), "{mb}");
+    assert!(!site.s.path("deleted").exists());
+}
