@@ -689,3 +689,77 @@ fn refresh_stuck_on_a_mute_server() {
     assert!(!mb.contains("user.fred.work"), "{mb}");
     assert!(!site.s.path("deleted").exists());
 }
+
+#[test]
+fn a_user_renames_inbox() {
+    let site = site(&[]);
+    let s1 = site.s1();
+    let s = &site.s;
+    {
+        let mut d = site.d1.session("fred");
+        d.append("user.fred", &message("in one")).finish().unwrap();
+        d.append("user.fred", &message("in two"))
+            .flag(imap::types::Flag::Seen)
+            .finish()
+            .unwrap();
+        let _ = d.logout();
+    }
+    let mut fred = s.login("fred");
+    fred.ok("LSUB \"\" *");
+    fred.ok("RENAME INBOX user.fred.saved");
+    // The messages moved; INBOX and what is below it stay.
+    let on1 = site.d1.mailboxes();
+    for m in ["user.fred", "user.fred.saved", "user.fred.work"] {
+        assert!(on1.contains(&m.to_string()), "{m}: {on1:?}");
+    }
+    assert!(
+        !on1.iter().any(|m| m.starts_with("user.fred.saved.")),
+        "{on1:?}"
+    );
+    let mut d = site.d1.session("fred");
+    assert_eq!(d.examine("user.fred").unwrap().exists, 0);
+    d.examine("user.fred.saved").unwrap();
+    let fetched = d.fetch("1:*", "(FLAGS BODY.PEEK[])").unwrap();
+    let got: Vec<(Vec<u8>, bool)> = fetched
+        .iter()
+        .map(|f| {
+            (
+                f.body().unwrap().to_vec(),
+                f.flags().contains(&imap::types::Flag::Seen),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![(message("in one"), false), (message("in two"), true)]
+    );
+    drop(fetched);
+    let _ = d.logout();
+    let mb = s.read("mailboxes");
+    assert!(mb.contains(&format!("user.fred 0 . ({s1}) \n")), "{mb}");
+    assert!(
+        mb.contains(&format!("user.fred.saved * . ({s1}) \n")),
+        "{mb}"
+    );
+    assert!(
+        mb.contains(&format!("user.fred.work * . ({s1}) \n")),
+        "{mb}"
+    );
+    assert!(!s.path("changed").exists() || !s.read("changed").contains("user.fred "));
+    assert_eq!(
+        fred.ok("LSUB \"\" *"),
+        vec![
+            format!("* LSUB () ({s1}) \".\" INBOX"),
+            format!("* LSUB () ({}) \".\" bboard.news", {
+                let mut v = [site.s1(), site.s2()];
+                v.sort();
+                v.join(" ")
+            }),
+            format!("* LSUB () ({s1}) \".\" user.fred.saved"),
+        ]
+    );
+    // Still refused: a name outside the user's own, or one that exists.
+    let t = fred.fails("RENAME INBOX bboard.mine", "NO");
+    assert!(t.contains("Permission denied"), "{t}");
+    fred.fails("RENAME INBOX user.fred.work", "NO");
+}

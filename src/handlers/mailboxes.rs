@@ -758,7 +758,9 @@ impl Handler<'_> {
             return Err(d);
         }
         self.may_manage(&new)?;
-        if mailboxes::is_within(&new, &old) {
+        // INBOX's messages move to the new name; INBOX and what is below
+        // it stay, so the new name may be below it.
+        if !inbox && mailboxes::is_within(&new, &old) {
             return Err(Done::no(format!(
                 "{new} is inside {old}: a mailbox cannot be renamed into itself"
             )));
@@ -770,6 +772,9 @@ impl Handler<'_> {
             .any(|(n, _)| mailboxes::is_within(n, &new))
         {
             return Err(Done::no(format!("Mailbox {new} already exists")));
+        }
+        if inbox {
+            return self.rename_inbox(&old, &new, &e);
         }
         let steps = rename_steps(&recs, &old, &e);
         let cfg = self.proxy_config();
@@ -809,15 +814,6 @@ impl Handler<'_> {
             }
             return Err(d);
         }
-        let mut notes = Vec::new();
-        for (i, c) in conns.iter_mut().enumerate() {
-            if inbox
-                && steps[i].1.contains(&old)
-                && let Err(er) = c.create(&old)
-            {
-                notes.push(format!("A new INBOX could not be made: {er}"));
-            }
-        }
         for c in conns {
             c.logout();
         }
@@ -827,7 +823,6 @@ impl Handler<'_> {
             .flat_map(|(s, names)| names.iter().map(move |n| (s.clone(), n.clone())))
             .collect();
         let mut pairs: Vec<(String, String)> = Vec::new();
-        let servers = e.servers.clone();
         self.store
             .update_mailboxes(|r| {
                 for (n, ent) in mailboxes::entries(r) {
@@ -848,40 +843,97 @@ impl Handler<'_> {
                     mailboxes::put(r, &to, &ent);
                     pairs.push((n, to));
                 }
-                if inbox {
-                    let mut fresh = MailboxEntry::new(servers.clone());
-                    fresh.uid = Some(0);
-                    mailboxes::put(r, &old, &fresh);
-                }
                 Ok(((), true))
             })
             .map_err(Done::from)?;
-        if inbox {
-            // INBOX itself still exists (new and empty): its subscribers
-            // stay; the renaming user is subscribed to the new name too.
-            pairs.retain(|(o, _)| *o != old);
-            let user = self.me().to_string();
-            let subscribed = subs::get(&*self.my_subs()?, &old).is_some_and(|s| s.subscribed);
-            if subscribed {
-                self.store
-                    .update_subs(&user, |r| {
-                        subs::put(
-                            r,
-                            &new,
-                            Sub {
-                                subscribed: true,
-                                seen: 0,
-                            },
-                        );
-                        Ok::<_, StoreError>(((), true))
-                    })
-                    .map_err(Done::from)?;
-            }
-        }
         self.store.record_changes(&pairs).map_err(Done::from)?;
         let arrived: Vec<String> = pairs.iter().map(|(_, n)| n.clone()).collect();
         self.store.note_deleted(&[], &arrived).map_err(Done::from)?;
         self.log_mailbox_action("rename", &format!("{old} to {new}"));
+        Ok(Done::completed("rename"))
+    }
+
+    /// RENAME INBOX: on each of its servers a new mailbox gets INBOX's
+    /// messages, which then leave INBOX; INBOX and the mailboxes below it
+    /// stay. A failure before any message left INBOX removes the new
+    /// mailboxes again.
+    fn rename_inbox(&mut self, old: &str, new: &str, e: &MailboxEntry) -> Result<Done, Done> {
+        let cfg = self.proxy_config();
+        let mut made: Vec<(ImapConn, Option<String>)> = Vec::new();
+        let mut failure = None;
+        for s in &e.servers {
+            let mut c = match self.imap(&cfg, s) {
+                Ok(c) => c,
+                Err(d) => {
+                    failure = Some(d);
+                    break;
+                }
+            };
+            if let Err(er) = c.create(new) {
+                c.logout();
+                failure = Some(Done::no(er.0));
+                break;
+            }
+            match c.copy_within(old, new) {
+                Ok(set) => made.push((c, set)),
+                Err(er) => {
+                    made.push((c, None));
+                    failure = Some(Done::no(er.0));
+                    break;
+                }
+            }
+        }
+        if let Some(d) = failure {
+            for (mut c, _) in made {
+                if let Err(er) = c.delete(new) {
+                    crate::log_warn!("rename rollback: {er}");
+                }
+                c.logout();
+            }
+            return Err(d);
+        }
+        let mut notes = Vec::new();
+        for (mut c, set) in made {
+            if let Some(set) = set
+                && let Err(er) = c.remove_messages(&set)
+            {
+                notes.push(format!("messages copied but not removed from INBOX: {er}"));
+            }
+            c.logout();
+        }
+        let servers = e.servers.clone();
+        self.store
+            .update_mailboxes(|r| {
+                mailboxes::put(r, new, &MailboxEntry::new(servers.clone()));
+                if let Some(mut i) = mailboxes::get(r, old) {
+                    i.uid = Some(0);
+                    mailboxes::put(r, old, &i);
+                }
+                Ok(((), true))
+            })
+            .map_err(Done::from)?;
+        self.store
+            .note_deleted(&[], &[new.to_string()])
+            .map_err(Done::from)?;
+        // INBOX still exists: its subscribers stay; the renaming user is
+        // subscribed to the new name too.
+        let user = self.me().to_string();
+        if subs::get(&*self.my_subs()?, old).is_some_and(|s| s.subscribed) {
+            self.store
+                .update_subs(&user, |r| {
+                    subs::put(
+                        r,
+                        new,
+                        Sub {
+                            subscribed: true,
+                            seen: 0,
+                        },
+                    );
+                    Ok::<_, StoreError>(((), true))
+                })
+                .map_err(Done::from)?;
+        }
+        self.log_mailbox_action("rename", &format!("INBOX {old} to {new}"));
         let mut d = Done::completed("rename");
         if !notes.is_empty() {
             d.text = format!("{} ({})", d.text, notes.join("; "));
