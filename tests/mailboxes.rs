@@ -52,6 +52,7 @@ fn site(extra: &[&str]) -> Site {
     d2.create(&["user.barney", "bboard.news", "bboard.comp.mail"]);
     let mut b = Server::builder()
         .user("imapd", "imappw")
+        .user("arbitron", "arbpw")
         .option_line(&format!(
             "imsp.imap.servers R ({} {}/dovecot)",
             d1.name(),
@@ -762,4 +763,69 @@ fn a_user_renames_inbox() {
     let t = fred.fails("RENAME INBOX bboard.mine", "NO");
     assert!(t.contains("Permission denied"), "{t}");
     fred.fails("RENAME INBOX user.fred.work", "NO");
+}
+
+#[test]
+fn seen_uids_and_sessions_that_only_look() {
+    let site = site(&[]);
+    let s1 = site.s1();
+    let s = &site.s;
+    let both = {
+        let mut v = [site.s1(), site.s2()];
+        v.sort();
+        v.join(" ")
+    };
+    // barney has an account (his first LOGIN made it) but no subs file.
+    s.login("barney").ok("LOGOUT");
+    assert!(!s.path("user/barney/subs").exists());
+
+    // An imsp.admin.subs administrator looks without writing: no subs
+    // file is made for a user who has none.
+    let mut arb = s.connect();
+    arb.ok("LOGIN arbitron arbpw");
+    arb.ok("LOGIN barney \"\"");
+    assert_eq!(
+        arb.ok("LSUB \"\" *"),
+        vec![
+            format!("* LSUB () ({}) \".\" INBOX", site.s2()),
+            format!("* LSUB () ({both}) \".\" bboard.news"),
+        ]
+    );
+    assert!(!s.path("user/barney/subs").exists());
+
+    // SEEN makes a new subs file with the inbox's real name.
+    let mut imapd = s.connect();
+    imapd.ok("LOGIN imapd imappw");
+    imapd.ok("SEEN bboard.news 3 barney");
+    assert_eq!(
+        s.read("user/barney/subs"),
+        "bboard.news 1 3\nuser.barney 1 0\n"
+    );
+
+    // Following a rename keeps the seen UID.
+    let mut fred = s.login("fred");
+    fred.ok("SUBSCRIBE user.fred.work");
+    imapd.ok("SEEN user.fred.work 5 fred");
+    fred.ok("RENAME user.fred.work user.fred.job");
+    let u = fred.ok("LSUB \"\" user.fred.*");
+    assert_eq!(
+        u.last().unwrap(),
+        &format!("* LSUB () ({s1}) \".\" user.fred.job")
+    );
+    let subs = s.read("user/fred/subs");
+    assert!(subs.contains("user.fred.job 1 5\n"), "{subs}");
+
+    // A renamed subscription is shown to the administrator who looks, but
+    // the file is not changed.
+    fred.ok("RENAME user.fred.job user.fred.task");
+    let before = s.read("user/fred/subs");
+    let mut arb = s.connect();
+    arb.ok("LOGIN arbitron arbpw");
+    arb.ok("LOGIN fred \"\"");
+    let u = arb.ok("LSUB \"\" user.fred.*");
+    assert!(
+        u[0].starts_with("* NO Mailbox user.fred.job was renamed"),
+        "{u:?}"
+    );
+    assert_eq!(s.read("user/fred/subs"), before);
 }

@@ -49,13 +49,31 @@ impl Handler<'_> {
     /// The mailbox shown as INBOX: `imsp.user.inbox` (default
     /// `user.$USER`) with `$USER` replaced.
     fn inbox_name(&self) -> String {
+        self.inbox_of(self.me())
+    }
+
+    fn inbox_of(&self, user: &str) -> String {
         let pattern = self
             .global()
             .value("imsp.user.inbox")
             .map(|v| text(&v).trim().to_string())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "user.$USER".into());
-        pattern.replace("$USER", self.me())
+        pattern.replace("$USER", user)
+    }
+
+    /// What a new subs file of `user` holds: `imsp.default.subs` and
+    /// `imsp.required.subs`, INBOX standing for the user's inbox.
+    fn default_subs(&self, user: &str) -> Vec<String> {
+        let mut defaults = self.global().list("imsp.default.subs");
+        defaults.extend(self.global().list("imsp.required.subs"));
+        let inbox = self.inbox_of(user);
+        for d in defaults.iter_mut() {
+            if is_inbox(d.as_bytes()) {
+                *d = inbox.clone();
+            }
+        }
+        defaults
     }
 
     /// A mailbox name from the wire: INBOX becomes the user's inbox.
@@ -86,7 +104,7 @@ impl Handler<'_> {
     /// things (`imsp.admin.subs` level).
     fn view_only(&self) -> Option<Done> {
         let acting_for_other = self.login_user.as_deref() != self.user.as_deref();
-        (acting_for_other && !self.bboard_admin()).then(|| {
+        (acting_for_other && (self.view_only || !self.bboard_admin())).then(|| {
             Done::no(format!(
                 "Permission denied: you may view but not change {}'s mailboxes and subscriptions",
                 self.me()
@@ -155,16 +173,13 @@ impl Handler<'_> {
 
     /// The user's subs (a new file gets `imsp.default.subs` and
     /// `imsp.required.subs`).
+    /// A view-only session sees what a new file would hold, unwritten.
     fn my_subs(&mut self) -> Result<std::sync::Arc<Records>, Done> {
-        let mut defaults = self.global().list("imsp.default.subs");
-        defaults.extend(self.global().list("imsp.required.subs"));
-        let inbox = self.inbox_name();
-        for d in defaults.iter_mut() {
-            if is_inbox(d.as_bytes()) {
-                *d = inbox.clone();
-            }
-        }
         let user = self.me().to_string();
+        let defaults = self.default_subs(&user);
+        if self.view_only().is_some() {
+            return self.store.subs_peek(&user, &defaults).map_err(Done::from);
+        }
         self.store.subs(&user, &defaults).map_err(Done::from)
     }
 
@@ -343,12 +358,15 @@ impl Handler<'_> {
         if self.view_only().is_none() {
             let user = self.me().to_string();
             let m = moves.clone();
+            let seen_of = |n: &str| subs::get(&subs_now, n).map(|s| s.seen).unwrap_or(0);
             self.store
                 .update_subs(&user, |r| {
                     for (old, new) in &m {
                         r.remove(old.as_bytes());
                         if let Some(new) = new {
-                            let keep = subs::get(r, new).map(|s| s.seen).unwrap_or(0);
+                            // What is known of the new name stays; else
+                            // the old name's seen UID goes along.
+                            let keep = subs::get(r, new).map(|s| s.seen).unwrap_or(seen_of(old));
                             subs::put(
                                 r,
                                 new,
@@ -501,8 +519,7 @@ impl Handler<'_> {
             if mailboxes::get(&*self.mailboxes_now()?, &name).is_none() {
                 return Err(Done::no(format!("Mailbox {name} does not exist")));
             }
-            let mut defaults = self.global().list("imsp.default.subs");
-            defaults.extend(self.global().list("imsp.required.subs"));
+            let defaults = self.default_subs(&user);
             self.store.subs(&user, &defaults).map_err(Done::from)?;
             self.store
                 .update_subs(&user, |r| {
