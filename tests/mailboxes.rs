@@ -829,3 +829,45 @@ fn seen_uids_and_sessions_that_only_look() {
     );
     assert_eq!(s.read("user/fred/subs"), before);
 }
+
+#[test]
+fn create_policy() {
+    let site = site(&["imsp.create.policy N random"]);
+    let (s1, s2) = (site.s1(), site.s2());
+    let s = &site.s;
+    let mut fred = s.login("fred");
+    // random: imsp.new.mailbox.servers (only the second), parent or not.
+    fred.ok("CREATE user.fred.anywhere");
+    assert!(
+        site.d2
+            .mailboxes()
+            .contains(&"user.fred.anywhere".to_string())
+    );
+    assert!(
+        !site
+            .d1
+            .mailboxes()
+            .contains(&"user.fred.anywhere".to_string())
+    );
+    assert!(
+        s.read("mailboxes")
+            .contains(&format!("user.fred.anywhere 0 . ({s2}) \n"))
+    );
+    // parent: the parent's server.
+    add_options(s, "imsp.create.policy N parent\n");
+    fred.ok("CREATE user.fred.near");
+    assert!(site.d1.mailboxes().contains(&"user.fred.near".to_string()));
+    // An unknown policy is logged and parent used.
+    add_options(s, "imsp.create.policy N free-space\n");
+    fred.ok("CREATE user.fred.near2");
+    assert!(
+        s.read("mailboxes")
+            .contains(&format!("user.fred.near2 0 . ({s1}) \n"))
+    );
+    assert!(
+        s.log()
+            .contains("imsp.create.policy \"free-space\" is not known"),
+        "{}",
+        s.log()
+    );
+}

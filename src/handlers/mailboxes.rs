@@ -565,13 +565,29 @@ impl Handler<'_> {
         Ok(out)
     }
 
-    /// Where a new mailbox goes: its parent's server, else by
-    /// `imsp.create.policy` (`parent` falls back to `random`) over
-    /// `imsp.new.mailbox.servers` (default: all of `imsp.imap.servers`).
+    /// Where a new mailbox goes, by `imsp.create.policy`: `parent` (the
+    /// default) is the nearest existing parent's server, else as `random`;
+    /// `random` is any one of `imsp.new.mailbox.servers` (default: all of
+    /// `imsp.imap.servers`).
     fn placement(&mut self, cfg: &ProxyConfig, name: &str) -> Result<Vec<String>, Done> {
+        let policy = self
+            .global()
+            .value("imsp.create.policy")
+            .map(|v| text(&v).trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let by_parent = match policy.as_str() {
+            "" | "parent" => true,
+            "random" => false,
+            other => {
+                crate::log_warn!(
+                    "imsp.create.policy {other:?} is not known (parent, random): using parent"
+                );
+                true
+            }
+        };
         let recs = self.mailboxes_now()?;
         let mut n = name;
-        while let Some(i) = n.rfind(SEP as char) {
+        while by_parent && let Some(i) = n.rfind(SEP as char) {
             n = &n[..i];
             if let Some(e) = mailboxes::get(&recs, n)
                 && let Some(s) = e.servers.first()
