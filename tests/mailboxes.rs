@@ -889,3 +889,72 @@ fn create_policy() {
         s.log()
     );
 }
+
+/// An IMAP server that answers FETCH with flags and a date but no body.
+/// Returns its name and the commands it was sent.
+fn bodiless_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let name = l.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut w = c.try_clone().unwrap();
+                let _ = w.write_all(b"* OK fake IMAP ready\r\n");
+                for line in BufReader::new(c).lines() {
+                    let Ok(line) = line else { break };
+                    let mut words = line.splitn(3, ' ');
+                    let tag = words.next().unwrap_or("").to_string();
+                    let cmd = words.next().unwrap_or("").to_ascii_uppercase();
+                    log.lock().unwrap().push(cmd.clone());
+                    let reply = match cmd.as_str() {
+                        "CAPABILITY" => format!("* CAPABILITY IMAP4rev1\r\n{tag} OK done\r\n"),
+                        "EXAMINE" | "SELECT" => {
+                            format!("* 2 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n{tag} OK done\r\n")
+                        }
+                        "FETCH" => format!(
+                            "* 1 FETCH (FLAGS (\\Seen) INTERNALDATE \"01-Jan-2020 00:00:00 +0000\")\r\n\
+                             * 2 FETCH (FLAGS () INTERNALDATE \"02-Jan-2020 00:00:00 +0000\")\r\n\
+                             {tag} OK done\r\n"
+                        ),
+                        "LOGOUT" => format!("* BYE bye\r\n{tag} OK done\r\n"),
+                        _ => format!("{tag} OK done\r\n"),
+                    };
+                    if w.write_all(reply.as_bytes()).is_err() || cmd == "LOGOUT" {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (name, seen)
+}
+
+#[test]
+fn move_refuses_messages_without_bodies() {
+    let site = site(&[]);
+    let (s1, s2) = (site.s1(), site.s2());
+    let s = &site.s;
+    let (fake, sent) = bodiless_server();
+    add_options(
+        s,
+        &format!("imsp.imap.servers R ({s1} {s2}/dovecot {fake})\nimsp.proxy.tls N off\n"),
+    );
+    let mut lines: Vec<String> = s.read("mailboxes").lines().map(String::from).collect();
+    lines.push(format!("bboard.fake * . ({fake}) "));
+    lines.sort();
+    std::fs::write(s.path("mailboxes"), lines.join("\n") + "\n").unwrap();
+    let before = s.read("mailboxes");
+    let mut admin = s.login("admin");
+    let t = admin.fails(&format!("MOVE bboard.fake {fake} ({s1})"), "NO");
+    assert!(t.contains("gave no body"), "{t}");
+    // Nothing changed: no copy left behind, the source kept.
+    assert!(!site.d1.mailboxes().contains(&"bboard.fake".to_string()));
+    assert_eq!(s.read("mailboxes"), before);
+    let sent = sent.lock().unwrap().clone();
+    assert!(sent.contains(&"FETCH".to_string()), "{sent:?}");
+    assert!(!sent.contains(&"DELETE".to_string()), "{sent:?}");
+}

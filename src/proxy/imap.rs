@@ -487,21 +487,36 @@ impl ImapConn {
                 .session
                 .fetch(format!("{start}:{end}"), "(FLAGS INTERNALDATE BODY.PEEK[])")
                 .map_err(|e| err(&self.server, &format!("FETCH from {name}"), e))?;
+            // A message the server gives no body for is not copied as an
+            // empty one: the copy fails (and the caller undoes it).
             let msgs: Vec<_> = fetched
                 .iter()
                 .map(|f| {
-                    (
-                        f.body().unwrap_or_default().to_vec(),
+                    let body = f.body().ok_or_else(|| {
+                        ProxyError(format!(
+                            "IMAP server {}: FETCH from {name} gave no body for message {}",
+                            self.server, f.message
+                        ))
+                    })?;
+                    Ok((
+                        body.to_vec(),
                         f.flags()
                             .iter()
                             .filter(|fl| **fl != imap::types::Flag::Recent)
                             .map(|fl| fl.clone().into_owned())
                             .collect::<Vec<_>>(),
                         f.internal_date(),
-                    )
+                    ))
                 })
-                .collect();
+                .collect::<Result<_, ProxyError>>()?;
             drop(fetched);
+            if msgs.len() as u32 != end - start + 1 {
+                return Err(ProxyError(format!(
+                    "IMAP server {}: FETCH {start}:{end} from {name} gave {} messages",
+                    self.server,
+                    msgs.len()
+                )));
+            }
             for (body, flags, date) in msgs {
                 let mut cmd = to.session.append(name, &body);
                 cmd.flags(flags);
