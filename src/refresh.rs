@@ -3,7 +3,10 @@
 //! forked child at start when the file is missing and then every
 //! `imsp.mailbox.refresh` seconds (default 300; 0: only at start).
 //!
-//! A server that cannot be reached keeps its last known mailboxes. LAST
+//! A server that cannot be reached keeps its last known mailboxes; when no
+//! server answers, the file is left as it is (never emptied). A mailbox
+//! that vanished from a list its servers gave is noted in `deleted` (its
+//! subscriptions then go). LAST
 //! UIDs and ACLs already known are kept. The proxy identity
 //! (`imsp.proxy.user`) logs in, authorized as `imsp.refresh.user` when set.
 
@@ -12,7 +15,7 @@ use std::collections::BTreeMap;
 use crate::proxy::imap::{ProxyConfig, ProxyError, connect};
 use crate::store::mailboxes::{self, MailboxEntry};
 use crate::store::options::OptionTable;
-use crate::store::{Store, StoreError};
+use crate::store::{Records, Store, StoreError};
 
 /// What one refresh found.
 #[derive(Debug, Default)]
@@ -60,60 +63,26 @@ fn survey(o: &OptionTable) -> Survey {
 /// Merge what the servers said into `mailboxes`.
 pub fn refresh(store: &mut Store) -> Result<Report, StoreError> {
     let o = store.global_options()?;
+    // What the list was before the servers were asked: an entry that a
+    // command changed meanwhile is the command's, not the survey's.
+    let before = store.mailboxes()?;
     let found = survey(&o);
-    let configured: Vec<String> = found.iter().map(|(s, _)| s.clone()).collect();
     let mut report = Report::default();
-    store.update_mailboxes(|recs| {
-        let mut next: BTreeMap<String, MailboxEntry> = BTreeMap::new();
-        // What is known of the servers that did not answer stays.
-        for (name, mut e) in mailboxes::entries(recs) {
-            e.servers.retain(|s| {
-                configured.iter().any(|c| c.eq_ignore_ascii_case(s))
-                    && found
-                        .iter()
-                        .any(|(srv, r)| srv.eq_ignore_ascii_case(s) && r.is_err())
-            });
-            next.insert(name, e);
-        }
-        let old = recs.clone();
-        for (server, r) in &found {
-            let Ok(names) = r else { continue };
-            for (name, sep) in names {
-                if mailboxes::check_name(name.as_bytes()).is_err() {
-                    crate::log_warn!("mailbox refresh: {server}: skipped unusable name {name:?}");
-                    continue;
-                }
-                let e = next.entry(name.clone()).or_insert_with(|| {
-                    let mut e = MailboxEntry::new(Vec::new());
-                    if let Some(c) = sep {
-                        e.flags = vec![*c];
-                    }
-                    e
-                });
-                if !e.servers.iter().any(|s| s.eq_ignore_ascii_case(server)) {
-                    e.servers.push(server.clone());
-                }
+    if !found.iter().any(|(_, r)| r.is_ok()) {
+        // Nothing learned: the list stays as it is (or missing).
+        for (server, r) in found {
+            if let Err(e) = r {
+                report.failed.push((server, e.0));
             }
         }
-        // Keep the known order of servers (the first is the master).
-        for (name, e) in next.iter_mut() {
-            if let Some(prev) = mailboxes::get(&old, name) {
-                e.servers.sort_by_key(|s| {
-                    prev.servers
-                        .iter()
-                        .position(|p| p == s)
-                        .unwrap_or(usize::MAX)
-                });
-            }
-        }
-        let mut fresh = crate::store::Records::new(mailboxes::ORDER);
-        for (name, e) in next.iter().filter(|(_, e)| !e.servers.is_empty()) {
-            mailboxes::put(&mut fresh, name, e);
-        }
-        report.mailboxes = fresh.len();
-        *recs = fresh;
-        Ok(((), true))
+        return Ok(report);
+    }
+    let (vanished, present) = store.update_mailboxes(|recs| {
+        let r = merge(recs, &before, &found);
+        report.mailboxes = recs.len();
+        Ok((r, true))
     })?;
+    store.note_deleted(&vanished, &present)?;
     for (server, r) in found {
         match r {
             Ok(_) => report.reached.push(server),
@@ -121,6 +90,92 @@ pub fn refresh(store: &mut Store) -> Result<Report, StoreError> {
         }
     }
     Ok(report)
+}
+
+/// Replace `recs` (the list now, under its lock) by what the servers said
+/// in `found`; `before` is the list as it was before they were asked.
+/// Returns the names that vanished and the names present.
+fn merge(recs: &mut Records, before: &Records, found: &Survey) -> (Vec<String>, Vec<String>) {
+    let configured: Vec<String> = found.iter().map(|(s, _)| s.clone()).collect();
+    let mut next: BTreeMap<String, MailboxEntry> = BTreeMap::new();
+    // What is known of the servers that did not answer stays.
+    for (name, mut e) in mailboxes::entries(recs) {
+        e.servers.retain(|s| {
+            configured.iter().any(|c| c.eq_ignore_ascii_case(s))
+                && found
+                    .iter()
+                    .any(|(srv, r)| srv.eq_ignore_ascii_case(s) && r.is_err())
+        });
+        next.insert(name, e);
+    }
+    let old = recs.clone();
+    for (server, r) in found {
+        let Ok(names) = r else { continue };
+        for (name, sep) in names {
+            if mailboxes::check_name(name.as_bytes()).is_err() {
+                crate::log_warn!("mailbox refresh: {server}: skipped unusable name {name:?}");
+                continue;
+            }
+            let e = next
+                .entry(name.clone())
+                .or_insert_with(|| MailboxEntry::new(Vec::new()));
+            // FLAGS begins with the separator, or CR when there is none.
+            let first = sep.unwrap_or(b'\r');
+            match e.flags.first_mut() {
+                Some(f) => *f = first,
+                None => e.flags = vec![first],
+            }
+            if !e.servers.iter().any(|s| s.eq_ignore_ascii_case(server)) {
+                e.servers.push(server.clone());
+            }
+        }
+    }
+    // Keep the known order of servers (the first is the master).
+    for (name, e) in next.iter_mut() {
+        if let Some(prev) = mailboxes::get(&old, name) {
+            e.servers.sort_by_key(|s| {
+                prev.servers
+                    .iter()
+                    .position(|p| p == s)
+                    .unwrap_or(usize::MAX)
+            });
+        }
+    }
+    let mut fresh = Records::new(mailboxes::ORDER);
+    for (name, e) in next.iter().filter(|(_, e)| !e.servers.is_empty()) {
+        mailboxes::put(&mut fresh, name, e);
+    }
+    // CREATE, DELETE, RENAME, MOVE ... made while the servers were
+    // asked stand as they are now.
+    let touched: Vec<Vec<u8>> = old
+        .iter()
+        .map(|(k, _)| k)
+        .chain(before.iter().map(|(k, _)| k))
+        .filter(|k| old.get(k) != before.get(k))
+        .map(<[u8]>::to_vec)
+        .collect();
+    for k in touched {
+        match old.get(&k) {
+            Some(v) => {
+                fresh.insert(k, v.to_vec());
+            }
+            None => {
+                fresh.remove(&k);
+            }
+        }
+    }
+    // Gone from a list that every server holding them answered.
+    let vanished: Vec<String> = mailboxes::entries(&old)
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| fresh.get(n.as_bytes()).is_none())
+        .collect();
+    let present: Vec<String> = mailboxes::entries(&fresh)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    *recs = fresh;
+    (vanished, present)
 }
 
 /// Run one refresh and log how it went (the body of the listener's child).
@@ -135,6 +190,12 @@ pub fn run_logged(store: &mut Store) {
                     "mailbox refresh: {server} unreachable, keeping its last known mailboxes: {why}"
                 );
             }
+            if r.reached.is_empty() {
+                crate::log_warn!(
+                    "mailbox refresh: no IMAP server answered; mailboxes left as they were"
+                );
+                return;
+            }
             crate::log_admin!(
                 "mailbox refresh: done, {} mailboxes from {} of {} servers",
                 r.mailboxes,
@@ -143,5 +204,57 @@ pub fn run_logged(store: &mut Store) {
             );
         }
         Err(e) => crate::log_error!("mailbox refresh failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(entries: &[(&str, &str)]) -> Records {
+        let mut r = Records::new(mailboxes::ORDER);
+        for (k, v) in entries {
+            r.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        }
+        r
+    }
+
+    #[test]
+    fn nil_separator_is_cr() {
+        let found: Survey = vec![(
+            "imap1".into(),
+            Ok(vec![("flat".into(), None), ("a.b".into(), Some(b'.'))]),
+        )];
+        let mut recs = list(&[("flat", "* . (imap1) ")]);
+        let before = recs.clone();
+        merge(&mut recs, &before, &found);
+        assert_eq!(recs.get(b"flat"), Some(&b"* \r (imap1) "[..]));
+        assert_eq!(mailboxes::get(&recs, "flat").unwrap().separator(), None);
+        assert_eq!(recs.get(b"a.b"), Some(&b"* . (imap1) "[..]));
+    }
+
+    #[test]
+    fn entries_changed_meanwhile_stay() {
+        let found: Survey = vec![
+            ("imap1".into(), Ok(vec![("old".into(), Some(b'.'))])),
+            ("imap2".into(), Err(ProxyError("down".into()))),
+        ];
+        let before = list(&[("old", "* . (imap1) "), ("gone", "* . (imap1) ")]);
+        // Meanwhile: old renamed to new, made.here created.
+        let mut recs = list(&[
+            ("gone", "* . (imap1) "),
+            ("made.here", "0 . (imap1) "),
+            ("new", "* . (imap1) "),
+        ]);
+        let (vanished, present) = merge(&mut recs, &before, &found);
+        assert_eq!(
+            mailboxes::entries(&recs)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>(),
+            vec!["made.here", "new"]
+        );
+        assert_eq!(vanished, vec!["gone".to_string()]);
+        assert_eq!(present, vec!["made.here".to_string(), "new".to_string()]);
     }
 }

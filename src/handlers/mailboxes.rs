@@ -49,13 +49,31 @@ impl Handler<'_> {
     /// The mailbox shown as INBOX: `imsp.user.inbox` (default
     /// `user.$USER`) with `$USER` replaced.
     fn inbox_name(&self) -> String {
+        self.inbox_of(self.me())
+    }
+
+    fn inbox_of(&self, user: &str) -> String {
         let pattern = self
             .global()
             .value("imsp.user.inbox")
             .map(|v| text(&v).trim().to_string())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "user.$USER".into());
-        pattern.replace("$USER", self.me())
+        pattern.replace("$USER", user)
+    }
+
+    /// What a new subs file of `user` holds: `imsp.default.subs` and
+    /// `imsp.required.subs`, INBOX standing for the user's inbox.
+    fn default_subs(&self, user: &str) -> Vec<String> {
+        let mut defaults = self.global().list("imsp.default.subs");
+        defaults.extend(self.global().list("imsp.required.subs"));
+        let inbox = self.inbox_of(user);
+        for d in defaults.iter_mut() {
+            if is_inbox(d.as_bytes()) {
+                *d = inbox.clone();
+            }
+        }
+        defaults
     }
 
     /// A mailbox name from the wire: INBOX becomes the user's inbox.
@@ -86,7 +104,7 @@ impl Handler<'_> {
     /// things (`imsp.admin.subs` level).
     fn view_only(&self) -> Option<Done> {
         let acting_for_other = self.login_user.as_deref() != self.user.as_deref();
-        (acting_for_other && !self.bboard_admin()).then(|| {
+        (acting_for_other && (self.view_only || !self.bboard_admin())).then(|| {
             Done::no(format!(
                 "Permission denied: you may view but not change {}'s mailboxes and subscriptions",
                 self.me()
@@ -155,16 +173,13 @@ impl Handler<'_> {
 
     /// The user's subs (a new file gets `imsp.default.subs` and
     /// `imsp.required.subs`).
+    /// A view-only session sees what a new file would hold, unwritten.
     fn my_subs(&mut self) -> Result<std::sync::Arc<Records>, Done> {
-        let mut defaults = self.global().list("imsp.default.subs");
-        defaults.extend(self.global().list("imsp.required.subs"));
-        let inbox = self.inbox_name();
-        for d in defaults.iter_mut() {
-            if is_inbox(d.as_bytes()) {
-                *d = inbox.clone();
-            }
-        }
         let user = self.me().to_string();
+        let defaults = self.default_subs(&user);
+        if self.view_only().is_some() {
+            return self.store.subs_peek(&user, &defaults).map_err(Done::from);
+        }
         self.store.subs(&user, &defaults).map_err(Done::from)
     }
 
@@ -312,11 +327,15 @@ impl Handler<'_> {
     }
 
     /// Subscriptions to mailboxes that are gone: follow `changed` to the
-    /// new name, or drop them; the user is told with an untagged NO.
+    /// new name, or drop them when the mailbox is known to be deleted
+    /// (`deleted`); the user is told with an untagged NO. A mailbox that is
+    /// merely not in `mailboxes` (a list not built yet, a server that could
+    /// not be reached) keeps its subscribers.
     fn follow_changes(&mut self, out: &mut dyn Output) -> Result<(), Done> {
         let subs_now = self.my_subs()?;
         let recs = self.mailboxes_now()?;
         let changed = self.store.changed().map_err(Done::from)?;
+        let deleted = self.store.deleted().map_err(Done::from)?;
         let mut moves: Vec<(String, Option<String>)> = Vec::new();
         for (name, s) in subs::entries(&subs_now) {
             if !s.subscribed
@@ -325,11 +344,13 @@ impl Handler<'_> {
             {
                 continue;
             }
-            let target = changed
-                .get(name.as_bytes())
-                .map(text)
-                .filter(|n| mailboxes::get(&recs, n).is_some());
-            moves.push((name, target));
+            match changed.get(name.as_bytes()).map(text) {
+                Some(n) if mailboxes::get(&recs, &n).is_some() => moves.push((name, Some(n))),
+                Some(n) if deleted.get(n.as_bytes()).is_some() => moves.push((name, None)),
+                Some(_) => {}
+                None if deleted.get(name.as_bytes()).is_some() => moves.push((name, None)),
+                None => {}
+            }
         }
         if moves.is_empty() {
             return Ok(());
@@ -337,12 +358,15 @@ impl Handler<'_> {
         if self.view_only().is_none() {
             let user = self.me().to_string();
             let m = moves.clone();
+            let seen_of = |n: &str| subs::get(&subs_now, n).map(|s| s.seen).unwrap_or(0);
             self.store
                 .update_subs(&user, |r| {
                     for (old, new) in &m {
                         r.remove(old.as_bytes());
                         if let Some(new) = new {
-                            let keep = subs::get(r, new).map(|s| s.seen).unwrap_or(0);
+                            // What is known of the new name stays; else
+                            // the old name's seen UID goes along.
+                            let keep = subs::get(r, new).map(|s| s.seen).unwrap_or(seen_of(old));
                             subs::put(
                                 r,
                                 new,
@@ -495,8 +519,7 @@ impl Handler<'_> {
             if mailboxes::get(&*self.mailboxes_now()?, &name).is_none() {
                 return Err(Done::no(format!("Mailbox {name} does not exist")));
             }
-            let mut defaults = self.global().list("imsp.default.subs");
-            defaults.extend(self.global().list("imsp.required.subs"));
+            let defaults = self.default_subs(&user);
             self.store.subs(&user, &defaults).map_err(Done::from)?;
             self.store
                 .update_subs(&user, |r| {
@@ -542,13 +565,29 @@ impl Handler<'_> {
         Ok(out)
     }
 
-    /// Where a new mailbox goes: its parent's server, else by
-    /// `imsp.create.policy` (`parent` falls back to `random`) over
-    /// `imsp.new.mailbox.servers` (default: all of `imsp.imap.servers`).
+    /// Where a new mailbox goes, by `imsp.create.policy`: `parent` (the
+    /// default) is the nearest existing parent's server, else as `random`;
+    /// `random` is any one of `imsp.new.mailbox.servers` (default: all of
+    /// `imsp.imap.servers`).
     fn placement(&mut self, cfg: &ProxyConfig, name: &str) -> Result<Vec<String>, Done> {
+        let policy = self
+            .global()
+            .value("imsp.create.policy")
+            .map(|v| text(&v).trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let by_parent = match policy.as_str() {
+            "" | "parent" => true,
+            "random" => false,
+            other => {
+                crate::log_warn!(
+                    "imsp.create.policy {other:?} is not known (parent, random): using parent"
+                );
+                true
+            }
+        };
         let recs = self.mailboxes_now()?;
         let mut n = name;
-        while let Some(i) = n.rfind(SEP as char) {
+        while by_parent && let Some(i) = n.rfind(SEP as char) {
             n = &n[..i];
             if let Some(e) = mailboxes::get(&recs, n)
                 && let Some(s) = e.servers.first()
@@ -643,6 +682,9 @@ impl Handler<'_> {
                 Ok(((), true))
             })
             .map_err(Done::from)?;
+        self.store
+            .note_deleted(&[], std::slice::from_ref(&name))
+            .map_err(Done::from)?;
         self.log_mailbox_action("create", &format!("{name} on {}", targets.join(" ")));
         Ok(Done::completed("create"))
     }
@@ -703,19 +745,27 @@ impl Handler<'_> {
         }
         if !gone.is_empty() {
             let g = gone.clone();
-            self.store
+            let all_gone = self
+                .store
                 .update_mailboxes(|r| {
+                    let mut all_gone = false;
                     if let Some(mut e) = mailboxes::get(r, &name) {
                         e.servers.retain(|s| !g.contains(s));
                         if e.servers.is_empty() {
                             r.remove(name.as_bytes());
+                            all_gone = true;
                         } else {
                             mailboxes::put(r, &name, &e);
                         }
                     }
-                    Ok(((), true))
+                    Ok((all_gone, true))
                 })
                 .map_err(Done::from)?;
+            if all_gone {
+                self.store
+                    .note_deleted(std::slice::from_ref(&name), &[])
+                    .map_err(Done::from)?;
+            }
             self.log_mailbox_action("delete", &format!("{name} on {}", gone.join(" ")));
         }
         match failure {
@@ -741,7 +791,9 @@ impl Handler<'_> {
             return Err(d);
         }
         self.may_manage(&new)?;
-        if mailboxes::is_within(&new, &old) {
+        // INBOX's messages move to the new name; INBOX and what is below
+        // it stay, so the new name may be below it.
+        if !inbox && mailboxes::is_within(&new, &old) {
             return Err(Done::no(format!(
                 "{new} is inside {old}: a mailbox cannot be renamed into itself"
             )));
@@ -754,83 +806,167 @@ impl Handler<'_> {
         {
             return Err(Done::no(format!("Mailbox {new} already exists")));
         }
+        if inbox {
+            return self.rename_inbox(&old, &new, &e);
+        }
+        let steps = rename_steps(&recs, &old, &e);
         let cfg = self.proxy_config();
-        let mut done: Vec<ImapConn> = Vec::new();
-        for s in &e.servers {
-            let step = self
-                .imap(&cfg, s)
-                .and_then(|mut c| match c.rename(&old, &new) {
-                    Ok(()) => Ok(c),
-                    Err(er) => {
-                        c.logout();
-                        Err(Done::no(er.0))
-                    }
-                });
-            match step {
-                Ok(c) => done.push(c),
+        let moved = |n: &str| format!("{new}{}", &n[old.len()..]);
+        // Each server renames the topmost of the moving mailboxes it holds
+        // (its IMAP RENAME takes what is below along); any failure undoes
+        // the renames already made, last first.
+        let mut conns: Vec<ImapConn> = Vec::new();
+        let mut done: Vec<(usize, String)> = Vec::new();
+        let mut failure = None;
+        'servers: for (server, names) in &steps {
+            let mut c = match self.imap(&cfg, server) {
+                Ok(c) => c,
                 Err(d) => {
-                    for mut c in done {
-                        if let Err(er) = c.rename(&new, &old) {
-                            crate::log_warn!("rename rollback: {er}");
-                        }
-                        c.logout();
-                    }
-                    return Err(d);
+                    failure = Some(d);
+                    break;
+                }
+            };
+            for n in names {
+                if let Err(er) = c.rename(n, &moved(n)) {
+                    failure = Some(Done::no(er.0));
+                    conns.push(c);
+                    break 'servers;
+                }
+                done.push((conns.len(), n.clone()));
+            }
+            conns.push(c);
+        }
+        if let Some(d) = failure {
+            for (i, n) in done.iter().rev() {
+                if let Err(er) = conns[*i].rename(&moved(n), n) {
+                    crate::log_warn!("rename rollback: {er}");
                 }
             }
-        }
-        let mut notes = Vec::new();
-        for mut c in done {
-            if inbox && let Err(er) = c.create(&old) {
-                notes.push(format!("A new INBOX could not be made: {er}"));
+            for c in conns {
+                c.logout();
             }
+            return Err(d);
+        }
+        for c in conns {
             c.logout();
         }
-        // The renamed mailbox and everything below it move.
+        // What moved on every server that holds it moves here too.
+        let renamed: Vec<(String, String)> = steps
+            .iter()
+            .flat_map(|(s, names)| names.iter().map(move |n| (s.clone(), n.clone())))
+            .collect();
         let mut pairs: Vec<(String, String)> = Vec::new();
-        let servers = e.servers.clone();
         self.store
             .update_mailboxes(|r| {
                 for (n, ent) in mailboxes::entries(r) {
-                    if mailboxes::is_within(&n, &old) {
-                        let moved = format!("{new}{}", &n[old.len()..]);
-                        r.remove(n.as_bytes());
-                        mailboxes::put(r, &moved, &ent);
-                        pairs.push((n, moved));
+                    if !mailboxes::is_within(&n, &old) {
+                        continue;
                     }
-                }
-                if inbox {
-                    let mut fresh = MailboxEntry::new(servers.clone());
-                    fresh.uid = Some(0);
-                    mailboxes::put(r, &old, &fresh);
+                    let everywhere = ent.servers.iter().all(|s| {
+                        renamed
+                            .iter()
+                            .any(|(rs, top)| rs == s && mailboxes::is_within(&n, top))
+                    });
+                    if !everywhere {
+                        crate::log_warn!("rename {old}: {n} was not renamed on all its servers");
+                        continue;
+                    }
+                    let to = moved(&n);
+                    r.remove(n.as_bytes());
+                    mailboxes::put(r, &to, &ent);
+                    pairs.push((n, to));
                 }
                 Ok(((), true))
             })
             .map_err(Done::from)?;
-        if inbox {
-            // INBOX itself still exists (new and empty): its subscribers
-            // stay; the renaming user is subscribed to the new name too.
-            pairs.retain(|(o, _)| *o != old);
-            let user = self.me().to_string();
-            let subscribed = subs::get(&*self.my_subs()?, &old).is_some_and(|s| s.subscribed);
-            if subscribed {
-                self.store
-                    .update_subs(&user, |r| {
-                        subs::put(
-                            r,
-                            &new,
-                            Sub {
-                                subscribed: true,
-                                seen: 0,
-                            },
-                        );
-                        Ok::<_, StoreError>(((), true))
-                    })
-                    .map_err(Done::from)?;
+        self.store.record_changes(&pairs).map_err(Done::from)?;
+        let arrived: Vec<String> = pairs.iter().map(|(_, n)| n.clone()).collect();
+        self.store.note_deleted(&[], &arrived).map_err(Done::from)?;
+        self.log_mailbox_action("rename", &format!("{old} to {new}"));
+        Ok(Done::completed("rename"))
+    }
+
+    /// RENAME INBOX: on each of its servers a new mailbox gets INBOX's
+    /// messages, which then leave INBOX; INBOX and the mailboxes below it
+    /// stay. A failure before any message left INBOX removes the new
+    /// mailboxes again.
+    fn rename_inbox(&mut self, old: &str, new: &str, e: &MailboxEntry) -> Result<Done, Done> {
+        let cfg = self.proxy_config();
+        let mut made: Vec<(ImapConn, Option<String>)> = Vec::new();
+        let mut failure = None;
+        for s in &e.servers {
+            let mut c = match self.imap(&cfg, s) {
+                Ok(c) => c,
+                Err(d) => {
+                    failure = Some(d);
+                    break;
+                }
+            };
+            if let Err(er) = c.create(new) {
+                c.logout();
+                failure = Some(Done::no(er.0));
+                break;
+            }
+            match c.copy_within(old, new) {
+                Ok(set) => made.push((c, set)),
+                Err(er) => {
+                    made.push((c, None));
+                    failure = Some(Done::no(er.0));
+                    break;
+                }
             }
         }
-        self.store.record_changes(&pairs).map_err(Done::from)?;
-        self.log_mailbox_action("rename", &format!("{old} to {new}"));
+        if let Some(d) = failure {
+            for (mut c, _) in made {
+                if let Err(er) = c.delete(new) {
+                    crate::log_warn!("rename rollback: {er}");
+                }
+                c.logout();
+            }
+            return Err(d);
+        }
+        let mut notes = Vec::new();
+        for (mut c, set) in made {
+            if let Some(set) = set
+                && let Err(er) = c.remove_messages(&set)
+            {
+                notes.push(format!("messages copied but not removed from INBOX: {er}"));
+            }
+            c.logout();
+        }
+        let servers = e.servers.clone();
+        self.store
+            .update_mailboxes(|r| {
+                mailboxes::put(r, new, &MailboxEntry::new(servers.clone()));
+                if let Some(mut i) = mailboxes::get(r, old) {
+                    i.uid = Some(0);
+                    mailboxes::put(r, old, &i);
+                }
+                Ok(((), true))
+            })
+            .map_err(Done::from)?;
+        self.store
+            .note_deleted(&[], &[new.to_string()])
+            .map_err(Done::from)?;
+        // INBOX still exists: its subscribers stay; the renaming user is
+        // subscribed to the new name too.
+        let user = self.me().to_string();
+        if subs::get(&*self.my_subs()?, old).is_some_and(|s| s.subscribed) {
+            self.store
+                .update_subs(&user, |r| {
+                    subs::put(
+                        r,
+                        new,
+                        Sub {
+                            subscribed: true,
+                            seen: 0,
+                        },
+                    );
+                    Ok::<_, StoreError>(((), true))
+                })
+                .map_err(Done::from)?;
+        }
+        self.log_mailbox_action("rename", &format!("INBOX {old} to {new}"));
         let mut d = Done::completed("rename");
         if !notes.is_empty() {
             d.text = format!("{} ({})", d.text, notes.join("; "));
@@ -1134,4 +1270,38 @@ impl Handler<'_> {
         })();
         r.unwrap_or_else(|d| d)
     }
+}
+
+/// The IMAP renames that move `old` and everything below it: for each
+/// server that holds any of them (`old`'s own servers first), the topmost
+/// of those it holds.
+fn rename_steps(recs: &Records, old: &str, top: &MailboxEntry) -> Vec<(String, Vec<String>)> {
+    let moving: Vec<(String, MailboxEntry)> = mailboxes::entries(recs)
+        .into_iter()
+        .filter(|(n, _)| mailboxes::is_within(n, old))
+        .collect();
+    let mut servers: Vec<String> = top.servers.clone();
+    for (_, e) in &moving {
+        for s in &e.servers {
+            if !servers.contains(s) {
+                servers.push(s.clone());
+            }
+        }
+    }
+    servers
+        .into_iter()
+        .map(|s| {
+            let held: Vec<&String> = moving
+                .iter()
+                .filter(|(_, e)| e.servers.contains(&s))
+                .map(|(n, _)| n)
+                .collect();
+            let tops = held
+                .iter()
+                .filter(|n| !held.iter().any(|p| p != *n && mailboxes::is_within(n, p)))
+                .map(|n| n.to_string())
+                .collect();
+            (s, tops)
+        })
+        .collect()
 }

@@ -487,21 +487,36 @@ impl ImapConn {
                 .session
                 .fetch(format!("{start}:{end}"), "(FLAGS INTERNALDATE BODY.PEEK[])")
                 .map_err(|e| err(&self.server, &format!("FETCH from {name}"), e))?;
+            // A message the server gives no body for is not copied as an
+            // empty one: the copy fails (and the caller undoes it).
             let msgs: Vec<_> = fetched
                 .iter()
                 .map(|f| {
-                    (
-                        f.body().unwrap_or_default().to_vec(),
+                    let body = f.body().ok_or_else(|| {
+                        ProxyError(format!(
+                            "IMAP server {}: FETCH from {name} gave no body for message {}",
+                            self.server, f.message
+                        ))
+                    })?;
+                    Ok((
+                        body.to_vec(),
                         f.flags()
                             .iter()
                             .filter(|fl| **fl != imap::types::Flag::Recent)
                             .map(|fl| fl.clone().into_owned())
                             .collect::<Vec<_>>(),
                         f.internal_date(),
-                    )
+                    ))
                 })
-                .collect();
+                .collect::<Result<_, ProxyError>>()?;
             drop(fetched);
+            if msgs.len() as u32 != end - start + 1 {
+                return Err(ProxyError(format!(
+                    "IMAP server {}: FETCH {start}:{end} from {name} gave {} messages",
+                    self.server,
+                    msgs.len()
+                )));
+            }
             for (body, flags, date) in msgs {
                 let mut cmd = to.session.append(name, &body);
                 cmd.flags(flags);
@@ -518,7 +533,70 @@ impl ImapConn {
         Ok(done)
     }
 
+    /// Copy every message of `from` into `to` (both here). Returns the
+    /// UIDs copied, as a set for [`ImapConn::remove_messages`], or `None`
+    /// when `from` is empty. `from` stays selected.
+    pub fn copy_within(&mut self, from: &str, to: &str) -> Result<Option<String>, ProxyError> {
+        self.session
+            .select(from)
+            .map_err(|e| err(&self.server, &format!("SELECT {from}"), e))?;
+        let mut uids: Vec<u32> = self
+            .session
+            .uid_search("ALL")
+            .map_err(|e| err(&self.server, &format!("UID SEARCH in {from}"), e))?
+            .into_iter()
+            .collect();
+        if uids.is_empty() {
+            return Ok(None);
+        }
+        uids.sort_unstable();
+        let set = uid_set(&uids);
+        self.session
+            .uid_copy(&set, to)
+            .map_err(|e| err(&self.server, &format!("UID COPY {from} to {to}"), e))?;
+        Ok(Some(set))
+    }
+
+    /// Expunge the messages `set` (UIDs) of the selected mailbox.
+    pub fn remove_messages(&mut self, set: &str) -> Result<(), ProxyError> {
+        self.session
+            .uid_store(set, "+FLAGS.SILENT (\\Deleted)")
+            .map_err(|e| err(&self.server, "UID STORE \\Deleted", e))?;
+        self.session
+            .uid_expunge(set)
+            .map_err(|e| err(&self.server, "UID EXPUNGE", e))?;
+        Ok(())
+    }
+
     pub fn logout(mut self) {
         let _ = self.session.logout();
+    }
+}
+
+/// `1:3,7,9:10` for sorted UIDs.
+fn uid_set(uids: &[u32]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let mut j = i;
+        while j + 1 < uids.len() && uids[j + 1] == uids[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            uids[i].to_string()
+        } else {
+            format!("{}:{}", uids[i], uids[j])
+        });
+        i = j + 1;
+    }
+    out.join(",")
+}
+
+#[cfg(test)]
+mod uid_set_tests {
+    #[test]
+    fn ranges() {
+        assert_eq!(super::uid_set(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
+        assert_eq!(super::uid_set(&[4]), "4");
     }
 }

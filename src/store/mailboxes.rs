@@ -3,11 +3,15 @@
 //! ```text
 //! mailboxes   NAME SP UID SP FLAGS SP (SERVER ...) SP ACL        LF
 //! changed     OLD-NAME SP NEW-NAME                               LF
+//! deleted     NAME SP UNIX-TIME                                  LF
 //! ```
 //! UID is the last UID reported by LAST, or `*` when none was; FLAGS begins
 //! with the hierarchy separator; ACL is identifier TAB rights TAB pairs, with
-//! a trailing tab (empty when unknown). Mailbox names are keys of these
-//! files only, never parts of paths.
+//! a trailing tab (empty when unknown). `deleted` holds the mailboxes known
+//! to be gone (deleted through IMSP, or vanished from a refresh that reached
+//! their servers) and when that was learned: only a subscription to one of
+//! those is removed. Mailbox names are keys of these files only, never parts
+//! of paths.
 
 use super::file::{Order, Records};
 use super::{Store, StoreError};
@@ -180,6 +184,42 @@ impl Store {
 
     pub fn changed_path(&self) -> std::path::PathBuf {
         self.global_path("changed")
+    }
+
+    pub fn deleted_path(&self) -> std::path::PathBuf {
+        self.global_path("deleted")
+    }
+
+    /// The mailboxes known to be deleted.
+    pub fn deleted(&mut self) -> Result<std::sync::Arc<Records>, StoreError> {
+        let p = self.deleted_path();
+        self.files.read(&p, ORDER)
+    }
+
+    /// Note that `gone` were deleted and that `back` exist (again).
+    pub fn note_deleted(&mut self, gone: &[String], back: &[String]) -> Result<(), StoreError> {
+        let p = self.deleted_path();
+        if back.is_empty() && gone.is_empty() {
+            return Ok(());
+        }
+        if gone.is_empty() && !self.files.exists(&p) {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.files.update(&p, ORDER, |r| {
+            let mut changed = false;
+            for b in back {
+                changed |= r.remove(b.as_bytes()).is_some();
+            }
+            for g in gone {
+                r.insert(g.as_bytes().to_vec(), now.to_string().into_bytes());
+                changed = true;
+            }
+            Ok(((), changed))
+        })
     }
 
     pub fn mailboxes(&mut self) -> Result<std::sync::Arc<Records>, StoreError> {

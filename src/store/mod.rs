@@ -2,7 +2,7 @@
 //! layout and formats. Knows nothing of the protocol.
 //!
 //! ```text
-//! options  abooks  mailboxes  changed          global files
+//! options  abooks  mailboxes  changed  deleted global files
 //! user/NAME/{options,subs,abooks,abook.BOOK,alock}
 //! ```
 //! Every file is guarded by its lock file (`NAME.`); see [`file`].
@@ -112,7 +112,7 @@ impl Store {
         Ok(n)
     }
 
-    /// A global file (`options`, `abooks`, `mailboxes`, `changed`).
+    /// A global file (`options`, `abooks`, `mailboxes`, `changed`, `deleted`).
     pub fn global_path(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }

@@ -83,6 +83,31 @@ impl Store {
         self.files.read(&p, ORDER)
     }
 
+    /// The user's subscriptions, or what a new file would hold, without
+    /// writing anything (for a session that may only look).
+    pub fn subs_peek(
+        &mut self,
+        user: &str,
+        defaults: &[String],
+    ) -> Result<Arc<Records>, StoreError> {
+        let p = self.subs_path(user);
+        if self.files.exists(&p) {
+            return self.files.read(&p, ORDER);
+        }
+        let mut r = Records::new(ORDER);
+        for d in defaults {
+            put(
+                &mut r,
+                d,
+                Sub {
+                    subscribed: true,
+                    seen: 0,
+                },
+            );
+        }
+        Ok(Arc::new(r))
+    }
+
     /// Read-modify-write the user's subs; written when `change` says so.
     pub fn update_subs<T>(
         &mut self,
