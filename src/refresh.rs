@@ -181,7 +181,7 @@ fn merge(recs: &mut Records, before: &Records, found: &Survey) -> (Vec<String>, 
 /// Run one refresh and log how it went (the body of the listener's child).
 pub fn run_logged(store: &mut Store) {
     if let Ok(o) = store.global_options() {
-        crate::log::set_level(o.number("imsp.log.level").unwrap_or(2).clamp(0, 9) as u8);
+        crate::log::set_level(o.log_level());
     }
     match refresh(store) {
         Ok(r) => {
