@@ -395,3 +395,226 @@ fn a_repeated_search_sees_what_another_session_stored() {
         vec!["* SEARCHADDRESS \"Betty Rubble\""]
     );
 }
+
+/// Run `a` and `b` at the same moment in two sessions of fred, `rounds`
+/// times, each round after `setup` (in a third session); `check` gets both
+/// replies and the server.
+fn race(
+    s: &Server,
+    rounds: usize,
+    setup: &[&str],
+    a: &[&str],
+    b: &[&str],
+    mut check: impl FnMut(&Server, &mut Client, &[common::Reply], &[common::Reply]),
+) {
+    let mut admin = s.login("fred");
+    let mut ca = s.login("fred");
+    let mut cb = s.login("fred");
+    for _ in 0..rounds {
+        for cmd in setup {
+            admin.cmd(cmd);
+        }
+        let barrier = std::sync::Barrier::new(2);
+        let run = |c: &mut Client, cmds: &[&str]| {
+            barrier.wait();
+            cmds.iter().map(|cmd| c.cmd(cmd)).collect::<Vec<_>>()
+        };
+        let (ra, rb) = std::thread::scope(|sc| {
+            let ta = sc.spawn(|| run(&mut ca, a));
+            let tb = sc.spawn(|| run(&mut cb, b));
+            (ta.join().unwrap(), tb.join().unwrap())
+        });
+        check(s, &mut admin, &ra, &rb);
+    }
+}
+
+#[test]
+fn a_rename_never_replaces_a_book_created_meanwhile() {
+    let s = Server::start();
+    let mut both = 0;
+    race(
+        &s,
+        40,
+        &[
+            "DELETEADDRESSBOOK fred.a",
+            "DELETEADDRESSBOOK fred.b",
+            "CREATEADDRESSBOOK fred.a",
+            "STOREADDRESS fred.a Old email old",
+        ],
+        &["RENAMEADDRESSBOOK fred.a fred.b"],
+        &[
+            "CREATEADDRESSBOOK fred.b",
+            "STOREADDRESS fred.b Keep email k",
+        ],
+        |_, c, ra, rb| {
+            let (renamed, created) = (ra[0].status() == "OK", rb[0].status() == "OK");
+            if renamed && created {
+                both += 1;
+            }
+            if created && rb[1].status() == "OK" {
+                assert_eq!(
+                    c.ok("SEARCHADDRESS fred.b name Keep").len(),
+                    1,
+                    "entry lost"
+                );
+            }
+            if !created {
+                assert!(
+                    rb[0].tagged().contains("already exists"),
+                    "{}",
+                    rb[0].tagged()
+                );
+            }
+        },
+    );
+    assert_eq!(
+        both, 0,
+        "a rename and a create of the same name both succeeded"
+    );
+}
+
+#[test]
+fn a_book_deleted_meanwhile_is_not_renamed() {
+    let s = Server::start();
+    race(
+        &s,
+        40,
+        &[
+            "DELETEADDRESSBOOK fred.b",
+            "CREATEADDRESSBOOK fred.a",
+            "STOREADDRESS fred.a Old email old",
+        ],
+        &["RENAMEADDRESSBOOK fred.a fred.b"],
+        &["DELETEADDRESSBOOK fred.a"],
+        |s, c, ra, rb| {
+            let (renamed, deleted) = (ra[0].status() == "OK", rb[0].status() == "OK");
+            assert!(
+                renamed != deleted,
+                "{:?} {:?}",
+                ra[0].tagged(),
+                rb[0].tagged()
+            );
+            if renamed {
+                assert_eq!(c.ok("SEARCHADDRESS fred.b").len(), 1);
+            } else {
+                assert!(
+                    ra[0].tagged().contains("does not exist"),
+                    "{}",
+                    ra[0].tagged()
+                );
+                assert!(!s.read("user/fred/abooks").contains("fred.b"));
+            }
+        },
+    );
+}
+
+#[test]
+fn a_store_or_setacl_racing_a_delete_leaves_nothing_behind() {
+    let s = Server::start();
+    race(
+        &s,
+        40,
+        &["CREATEADDRESSBOOK fred.a"],
+        &[
+            "STOREADDRESS fred.a X email x",
+            "SETACL ADDRESSBOOK fred.a barney lr",
+        ],
+        &["DELETEADDRESSBOOK fred.a"],
+        |s, _, ra, rb| {
+            assert_eq!(rb[0].status(), "OK");
+            for r in ra {
+                if r.status() != "OK" {
+                    assert!(r.tagged().contains("does not exist"), "{}", r.tagged());
+                }
+            }
+            assert!(
+                !s.path("user/fred/abook.fred.a").exists(),
+                "an entry was stored into a deleted book"
+            );
+            assert!(
+                !s.path("abooks").exists() || !s.read("abooks").contains("fred.a"),
+                "an ACL is left for a deleted book"
+            );
+        },
+    );
+}
+
+#[test]
+fn racing_stores_cannot_both_spend_the_last_of_the_quota() {
+    let s = Server::builder()
+        .options(&common::DEFAULT_OPTIONS.replace("imsp.user.quota R 1000", "imsp.user.quota R 1"))
+        .start();
+    let (x, y) = (
+        format!("STOREADDRESS fred X notes {}", "x".repeat(700)),
+        format!("STOREADDRESS fred.a Y notes {}", "y".repeat(700)),
+    );
+    race(
+        &s,
+        30,
+        &[
+            "DELETEADDRESS fred X",
+            "DELETEADDRESS fred.a Y",
+            "CREATEADDRESSBOOK fred.a",
+        ],
+        &[&x],
+        &[&y],
+        |s, _, ra, rb| {
+            assert!(
+                ra[0].status() != "OK" || rb[0].status() != "OK",
+                "both stores passed a quota only one fits in"
+            );
+            assert!(ra[0].status() == "OK" || rb[0].status() == "OK");
+            assert!(
+                s.read("user/fred/options")
+                    .contains("imsp.user.quota.usage R 705\n")
+            );
+        },
+    );
+}
+
+#[test]
+fn create_and_rename_do_not_reveal_a_hidden_book() {
+    let s = Server::start();
+    let mut f = s.login("fred");
+    let mut b = s.login("barney");
+    f.ok("CREATEADDRESSBOOK fred.secret");
+    f.ok("CREATEADDRESSBOOK fred.shared");
+    let text = |t: String| t.split_once(' ').unwrap().1.to_string();
+    // No create right on fred's default book: the same NO whether the
+    // name is taken or not.
+    assert_eq!(
+        text(b.fails("CREATEADDRESSBOOK fred.secret", "NO")).replace("secret", "X"),
+        text(b.fails("CREATEADDRESSBOOK fred.nosuch", "NO")).replace("nosuch", "X")
+    );
+    f.ok("SETACL ADDRESSBOOK fred.shared barney lrd");
+    assert_eq!(
+        text(b.fails("RENAMEADDRESSBOOK fred.shared fred.secret", "NO")).replace("secret", "X"),
+        text(b.fails("RENAMEADDRESSBOOK fred.shared fred.nosuch", "NO")).replace("nosuch", "X")
+    );
+    // Without d, neither delete nor rename.
+    f.ok("SETACL ADDRESSBOOK fred.shared barney lrwc");
+    f.ok("SETACL ADDRESSBOOK fred barney lrc");
+    for cmd in [
+        "DELETEADDRESSBOOK fred.shared",
+        "RENAMEADDRESSBOOK fred.shared fred.other",
+    ] {
+        let t = b.fails(cmd, "NO");
+        assert!(
+            t.contains("Permission denied") && t.contains("delete"),
+            "{t}"
+        );
+    }
+    assert_eq!(f.ok("ADDRESSBOOK fred.*").len(), 2);
+    // With d (and c on the default book): renamed.
+    f.ok("SETACL ADDRESSBOOK fred.shared barney lrd");
+    assert!(
+        b.fails("RENAMEADDRESSBOOK fred.shared fred.secret", "NO")
+            .contains("already exists")
+    );
+    b.ok("RENAMEADDRESSBOOK fred.shared fred.other");
+    b.ok("DELETEADDRESSBOOK fred.other");
+    assert_eq!(
+        f.ok("ADDRESSBOOK fred.*"),
+        vec!["* ADDRESSBOOK () \".\" fred.secret"]
+    );
+}

@@ -161,19 +161,19 @@ impl Handler<'_> {
             Err(e) => return e.into(),
         };
         let r = (|| {
-            if self.store.book_exists(&book)? {
-                return Err(Done::no(format!("address book '{book}' already exists")));
-            }
             let owner = owner_of(&book).to_string();
             if names::check_book(owner.as_bytes()).is_err() {
                 return Err(Done::no(format!("Invalid address book name '{book}'")));
             }
+            // The right first: whether a book the user may not create
+            // exists is not told.
             if !self.rights_on(&owner)?.has('c') {
                 return Err(Done::no(format!(
                     "User '{}' not permitted to create address book '{book}'",
                     self.user.as_deref().unwrap_or("")
                 )));
             }
+            // Refused by the store when the book exists.
             self.store.create_book(&book)?;
             Ok(())
         })();
@@ -210,15 +210,14 @@ impl Handler<'_> {
                     "An address book keeps its owner: the new name must start with the same user",
                 ));
             }
-            if self.store.book_exists(&new)? {
-                return Err(Done::no(format!("address book '{new}' already exists")));
-            }
             if !self.rights_on(owner_of(&new))?.has('c') {
                 return Err(Done::no(format!(
                     "User '{}' not permitted to create address book '{new}'",
                     self.user.as_deref().unwrap_or("")
                 )));
             }
+            // The store refuses, under the owner's guard, a book gone
+            // meanwhile and a new name taken.
             self.store.rename_book(&old, &new)?;
             Ok(())
         })();
