@@ -618,3 +618,93 @@ fn create_and_rename_do_not_reveal_a_hidden_book() {
         vec!["* ADDRESSBOOK () \".\" fred.secret"]
     );
 }
+
+#[test]
+fn percent_has_no_hierarchy_in_entries_and_question_mark_is_one_character() {
+    let s = Server::start();
+    let mut c = s.login("fred");
+    c.ok("STOREADDRESS fred \"Mr. J. Smith\" email j.smith@bedrock.org");
+    barney(&mut c);
+    // Entry names and values have no hierarchy: `%` is `*` there.
+    assert_eq!(
+        c.ok("SEARCHADDRESS fred name \"Mr. %\""),
+        vec!["* SEARCHADDRESS \"Mr. J. Smith\""]
+    );
+    assert_eq!(
+        c.ok("SEARCHADDRESS fred email %@bedrock.org"),
+        vec!["* SEARCHADDRESS \"Mr. J. Smith\""]
+    );
+    // `?` is one character (the draft's list_wildcards; 1.8 did this).
+    assert_eq!(
+        c.ok("SEARCHADDRESS fred name B?rney*"),
+        vec!["* SEARCHADDRESS \"Barney Rubble\""]
+    );
+    assert!(c.ok("SEARCHADDRESS fred name B?rney").is_empty());
+    assert_eq!(c.ok("SEARCHADDRESS fred phone ???").len(), 1);
+    // Book names keep their hierarchy.
+    c.ok("CREATEADDRESSBOOK fred.work");
+    c.ok("CREATEADDRESSBOOK fred.work.old");
+    assert_eq!(
+        c.ok("ADDRESSBOOK fred.%"),
+        vec!["* ADDRESSBOOK () \".\" fred.work"]
+    );
+    assert_eq!(
+        c.ok("ADDRESSBOOK fred.w?rk"),
+        vec!["* ADDRESSBOOK () \".\" fred.work"]
+    );
+    assert!(c.ok("ADDRESSBOOK fred?work").is_empty());
+    // GET too (1.8: `GET fred.tes?` found `fred.test`).
+    c.ok("SET fred.test \"hello world\"");
+    assert_eq!(
+        c.ok("GET fred.tes?"),
+        vec!["* OPTION fred.test \"hello world\" [READ-WRITE]"]
+    );
+}
+
+#[test]
+fn book_names_are_case_insensitive_as_in_1_8() {
+    let s = Server::start();
+    let mut f = s.login("fred");
+    // 1.8 stored `CREATEADDRESSBOOK Fred.Upper` as `fred.upper`.
+    f.ok("CREATEADDRESSBOOK FRED.Work");
+    assert_eq!(s.read("user/fred/abooks"), "fred \nfred.work \n");
+    assert!(s.path("user/fred/abook.fred.work").exists());
+    assert!(!s.path("user/FRED").exists());
+    assert!(
+        f.fails("CREATEADDRESSBOOK Fred.work", "NO")
+            .contains("already exists")
+    );
+    assert_eq!(
+        f.ok("STOREADDRESS FRED.WORK Boss email boss@slate"),
+        vec!["* FETCHADDRESS fred.work Boss email boss@slate"]
+    );
+    // 1.8 served `FETCHADDRESS FRED.WORK`.
+    assert_eq!(
+        f.ok("FETCHADDRESS FRED.WORK Boss"),
+        vec!["* FETCHADDRESS fred.work Boss email boss@slate"]
+    );
+    f.ok("STOREADDRESS FRED x email y");
+    assert_eq!(f.ok("SEARCHADDRESS Fred").len(), 1);
+    assert_eq!(
+        f.ok("ADDRESSBOOK FRED.*"),
+        vec!["* ADDRESSBOOK () \".\" fred.work"]
+    );
+    assert_eq!(f.ok("ADDRESSBOOK F*").len(), 2);
+    assert_eq!(
+        f.ok("MYRIGHTS ADDRESSBOOK FRED"),
+        vec!["* MYRIGHTS ADDRESSBOOK FRED lrswipcda"]
+    );
+    f.ok("SETACL ADDRESSBOOK FRED.WORK barney lr");
+    assert_eq!(
+        s.read("abooks"),
+        "fred.work fred\tlrswipcda\tbarney\tlr\t\n"
+    );
+    let mut b = s.login("barney");
+    assert_eq!(b.ok("SEARCHADDRESS Fred.Work").len(), 1);
+    f.ok("RENAMEADDRESSBOOK FRED.WORK Fred.Job");
+    assert_eq!(s.read("user/fred/abooks"), "fred \nfred.job \n");
+    assert_eq!(s.read("abooks"), "fred.job fred\tlrswipcda\tbarney\tlr\t\n");
+    f.ok("DELETEADDRESSBOOK FRED.JOB");
+    assert_eq!(s.read("user/fred/abooks"), "fred \n");
+    assert!(!s.path("user/FRED").exists());
+}

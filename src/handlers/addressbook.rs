@@ -113,7 +113,8 @@ impl Handler<'_> {
     }
 
     fn list_books(&mut self, pattern: &[u8]) -> Result<Vec<String>, Done> {
-        let pat = Pattern::new(pattern, false);
+        // Book names are case-insensitive.
+        let pat = Pattern::new(pattern, true);
         let user = self.user.clone().expect("logged in");
         let shared = self.store.books_with_acl()?;
         let mut owners: BTreeSet<String> = shared
@@ -125,16 +126,16 @@ impl Handler<'_> {
             // An administrator also sees the books of the owner the pattern names.
             let lit: Vec<u8> = pattern
                 .iter()
-                .take_while(|&&b| b != b'*' && b != b'%')
+                .take_while(|&&b| !matches!(b, b'*' | b'%' | b'?'))
                 .copied()
                 .collect();
             let lit = String::from_utf8_lossy(&lit).into_owned();
             let owner = owner_of(&lit);
-            if !owner.is_empty()
-                && names::check_book(owner.as_bytes()).is_ok()
-                && self.store.user_exists(owner)
-            {
-                owners.insert(owner.to_string());
+            if !owner.is_empty() && names::check_book(owner.as_bytes()).is_ok() {
+                let owner = self.store.owner_spelled(owner);
+                if self.store.user_exists(&owner) {
+                    owners.insert(owner);
+                }
             }
         }
         let mut books = BTreeSet::new();
@@ -157,7 +158,7 @@ impl Handler<'_> {
 
     pub(super) fn create_book(&mut self, raw: &[u8]) -> Done {
         let book = match names::check_book(raw) {
-            Ok(b) => abook::new_book_name(&b),
+            Ok(b) => self.store.new_book_name(&b),
             Err(e) => return e.into(),
         };
         let r = (|| {
@@ -201,7 +202,7 @@ impl Handler<'_> {
     pub(super) fn rename_book(&mut self, old: &[u8], new: &[u8]) -> Done {
         let r = (|| {
             let old = self.need_book(old, 'd')?;
-            let new = abook::new_book_name(&names::check_book(new)?);
+            let new = self.store.new_book_name(&names::check_book(new)?);
             if owner_of(&old) == old || owner_of(&new) == new {
                 return Err(Done::no("The default address book cannot be renamed"));
             }
@@ -247,7 +248,8 @@ impl Handler<'_> {
         let mut by_name = Vec::new();
         let mut by_field = Vec::new();
         for (f, p) in criteria {
-            let pat = Pattern::new(p, true);
+            // Entry names and values have no hierarchy: `%` is `*`.
+            let pat = Pattern::flat(p, true);
             if f.eq_ignore_ascii_case("name") {
                 by_name.push(pat);
             } else {

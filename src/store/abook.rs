@@ -66,15 +66,6 @@ pub fn entry(recs: &Records, name: &[u8]) -> Option<Entry> {
     found
 }
 
-/// The name a new book is stored under: the owner as given, the rest in
-/// lower case (as 1.8 folds book names).
-pub fn new_book_name(book: &str) -> String {
-    match book.split_once('.') {
-        Some((owner, rest)) => format!("{owner}.{}", rest.to_ascii_lowercase()),
-        None => book.to_string(),
-    }
-}
-
 /// One field of an entry as a scan finds it.
 pub type ScannedField<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
 
@@ -221,9 +212,52 @@ impl Store {
         Ok(out)
     }
 
-    /// The stored name of a book, matched case-insensitively after its
-    /// owner; `None` when there is no such book.
+    /// The owner `owner` names, spelled as their user directory is: the
+    /// name itself when it has a directory (or is no valid name), else
+    /// the one directory whose name differs from it only in case (book
+    /// names are case-insensitive, as 1.8's; user names are not, so two
+    /// users whose names differ only in case are told apart by case).
+    pub fn owner_spelled(&self, owner: &str) -> String {
+        if self.user_exists(owner) || names::check_user(owner.as_bytes()).is_err() {
+            return owner.to_string();
+        }
+        let users = self.user_dir(owner);
+        let Some(Ok(dir)) = users.parent().map(std::fs::read_dir) else {
+            return owner.to_string();
+        };
+        let mut found = dir
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.eq_ignore_ascii_case(owner));
+        match (found.next(), found.next()) {
+            (Some(n), None) => n,
+            _ => owner.to_string(),
+        }
+    }
+
+    /// `book` with its owner spelled as [`Store::owner_spelled`] does.
+    fn owner_folded(&self, book: &str) -> String {
+        let owner = owner_of(book);
+        let spelled = self.owner_spelled(owner);
+        format!("{spelled}{}", &book[owner.len()..])
+    }
+
+    /// The name a new book is stored under: its owner as spelled by their
+    /// directory, the rest in lower case (as 1.8 folds book names:
+    /// `CREATEADDRESSBOOK Fred.Upper` makes `fred.upper`).
+    pub fn new_book_name(&self, book: &str) -> String {
+        let book = self.owner_folded(book);
+        match book.split_once('.') {
+            Some((owner, rest)) => format!("{owner}.{}", rest.to_ascii_lowercase()),
+            None => book,
+        }
+    }
+
+    /// The stored name of a book, matched case-insensitively; `None` when
+    /// there is no such book.
     pub fn resolve_book(&mut self, book: &str) -> Result<Option<String>, StoreError> {
+        let book = &self.owner_folded(book)[..];
         let owner = owner_of(book);
         if book == owner && self.user_exists(owner) {
             return Ok(Some(book.to_string()));
