@@ -708,3 +708,122 @@ fn book_names_are_case_insensitive_as_in_1_8() {
     assert_eq!(s.read("user/fred/abooks"), "fred \n");
     assert!(!s.path("user/FRED").exists());
 }
+
+/// Log in as `user` and return the session with its server process.
+fn login_with_pid(s: &Server, user: &str) -> (Client, u32) {
+    let before: Vec<u32> = common::children_of(s.pid()).iter().map(|c| c.0).collect();
+    let c = s.login(user);
+    let new: Vec<u32> = common::children_of(s.pid())
+        .iter()
+        .map(|c| c.0)
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(new.len(), 1, "one new session process: {new:?}");
+    (c, new[0])
+}
+
+#[test]
+fn entry_locks_between_users_after_a_switch_and_a_kill() {
+    let s = Server::start();
+    let mut f = s.login("fred");
+    barney(&mut f);
+    f.ok("SETACL ADDRESSBOOK fred barney lrw");
+    // Two users: the second is refused, told who holds it.
+    f.ok("LOCK ADDRESSBOOK fred \"Barney Rubble\"");
+    let (mut b, bpid) = login_with_pid(&s, "barney");
+    assert!(
+        b.fails("LOCK ADDRESSBOOK fred \"Barney Rubble\"", "NO")
+            .ends_with(
+                "NO [LOCKED] addressbook entry 'Barney Rubble' already locked by fred@127.0.0.1"
+            )
+    );
+    // A session may release its own lock after losing the right to write.
+    b.ok("LOCK ADDRESSBOOK fred Wilma");
+    f.ok("SETACL ADDRESSBOOK fred barney lr");
+    b.ok("UNLOCK ADDRESSBOOK fred Wilma");
+    f.ok("LOCK ADDRESSBOOK fred Wilma");
+    f.ok("UNLOCK ADDRESSBOOK fred Wilma");
+    b.fails("UNLOCK ADDRESSBOOK fred \"Barney Rubble\"", "NO");
+
+    // After an administrator's second LOGIN the holder is the acting user.
+    let mut a = s.login("admin");
+    a.ok("LOCK ADDRESSBOOK fred Early");
+    a.ok("LOGIN fred \"\"");
+    a.ok("LOCK ADDRESSBOOK fred Late");
+    assert!(
+        f.fails("LOCK ADDRESSBOOK fred Late", "NO")
+            .ends_with("already locked by fred@127.0.0.1")
+    );
+    a.ok("UNLOCK ADDRESSBOOK fred Early");
+
+    // A lock held by a killed session is released.
+    f.ok("SETACL ADDRESSBOOK fred barney lrw");
+    b.ok("LOCK ADDRESSBOOK fred Pebbles");
+    f.fails("LOCK ADDRESSBOOK fred Pebbles", "NO");
+    unsafe { libc::kill(bpid as i32, libc::SIGKILL) };
+    drop(b);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while f.cmd("LOCK ADDRESSBOOK fred Pebbles").status() != "OK" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lock of a killed session not released"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn deleteacl_needs_administer_and_anonymous_is_everybody() {
+    let s = Server::start();
+    let mut f = s.login("fred");
+    let mut b = s.login("barney");
+    barney(&mut f);
+    f.ok("SETACL ADDRESSBOOK fred barney lrw");
+    for cmd in [
+        "DELETEACL ADDRESSBOOK fred barney",
+        "DELETEACL ADDRESSBOOK fred fred",
+    ] {
+        assert!(b.fails(cmd, "NO").contains("Permission denied"), "{cmd}");
+    }
+    assert!(s.read("abooks").contains("barney\tlrw\t"));
+    // `anonymous`, like `anyone`, is everybody.
+    f.ok("DELETEACL ADDRESSBOOK fred barney");
+    b.fails("SEARCHADDRESS fred", "NO");
+    f.ok("SETACL ADDRESSBOOK fred anonymous lr");
+    assert_eq!(s.read("abooks"), "fred fred\tlrswipcda\tanonymous\tlr\t\n");
+    assert_eq!(
+        b.ok("MYRIGHTS ADDRESSBOOK fred"),
+        vec!["* MYRIGHTS ADDRESSBOOK fred lr"]
+    );
+    assert_eq!(b.ok("SEARCHADDRESS fred").len(), 1);
+    assert!(
+        b.fails("DELETEACL ADDRESSBOOK fred anonymous", "NO")
+            .contains("Permission denied")
+    );
+    f.ok("DELETEACL ADDRESSBOOK fred anonymous");
+    b.fails("SEARCHADDRESS fred", "NO");
+}
+
+#[test]
+fn quota_is_the_owners_when_another_user_stores() {
+    let s = Server::builder()
+        .options(&common::DEFAULT_OPTIONS.replace("imsp.user.quota R 1000", "imsp.user.quota R 1"))
+        .start();
+    let mut f = s.login("fred");
+    let mut b = s.login("barney");
+    f.ok("SETACL ADDRESSBOOK fred barney lrw");
+    b.ok(&format!("STOREADDRESS fred X notes {}", "x".repeat(600)));
+    assert!(
+        s.read("user/fred/options")
+            .contains("imsp.user.quota.usage R 605\n")
+    );
+    let barneys = s.path("user/barney/options");
+    assert!(!barneys.exists() || !s.read("user/barney/options").contains("usage R 6"));
+    // fred's quota is what limits it, though barney uses nothing.
+    let t = b.fails(
+        &format!("STOREADDRESS fred Y notes {}", "y".repeat(600)),
+        "NO",
+    );
+    assert!(t.contains("quota"), "{t}");
+    b.ok(&format!("STOREADDRESS barney Y notes {}", "y".repeat(600)));
+}

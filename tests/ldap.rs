@@ -93,14 +93,21 @@ fn setacl_user1_makes_a_book_ldap_backed_and_read_only() {
     let mut c = s.login("fred");
     c.ok("CREATEADDRESSBOOK fred.directory");
     c.ok("STOREADDRESS fred.directory \"Local Only\" email local@example.org");
-    // USER1 for anyone keeps only lookup and read (and the digits).
+    c.ok("SETACL ADDRESSBOOK fred.directory barney lrwd2");
+    // USER1 for anyone keeps only lookup and read (and the digits), for
+    // every identifier (the owner also keeps administer).
     c.ok("SETACL ADDRESSBOOK fred.directory anyone lrswicd1");
     assert_eq!(
         c.ok("GETACL ADDRESSBOOK fred.directory"),
         vec![
-            "* ACL ADDRESSBOOK fred.directory fred lrswipcda",
+            "* ACL ADDRESSBOOK fred.directory fred lra",
+            "* ACL ADDRESSBOOK fred.directory barney lr2",
             "* ACL ADDRESSBOOK fred.directory anyone lr1"
         ]
+    );
+    assert_eq!(
+        c.ok("MYRIGHTS ADDRESSBOOK fred.directory"),
+        vec!["* MYRIGHTS ADDRESSBOOK fred.directory lra1"]
     );
     assert!(s.read("abooks").contains("anyone\tlr1\t"));
     // Digits for someone else do not make a book LDAP-backed nor strip rights.
@@ -118,7 +125,7 @@ fn setacl_user1_makes_a_book_ldap_backed_and_read_only() {
     let mut b = s.login("barney");
     assert_eq!(
         b.ok("MYRIGHTS ADDRESSBOOK fred.directory"),
-        vec!["* MYRIGHTS ADDRESSBOOK fred.directory lr1"]
+        vec!["* MYRIGHTS ADDRESSBOOK fred.directory lr12"]
     );
     assert_eq!(
         search(&mut b, "SEARCHADDRESS fred.directory"),
@@ -136,13 +143,26 @@ fn setacl_user1_makes_a_book_ldap_backed_and_read_only() {
     let t = c.fails("DELETEADDRESS fred.directory \"Local Only\"", "NO");
     assert!(t.contains("read-only"), "{t}");
     let t = b.fails("STOREADDRESS fred.directory \"New One\" email x@y", "NO");
+    assert!(t.contains("read-only"), "{t}");
+    let t = b.fails("DELETEADDRESSBOOK fred.directory", "NO");
     assert!(t.contains("Permission denied"), "{t}");
+    // LOCK is a write: refused, for the owner and an administrator too.
+    let mut admin = s.login("admin");
+    for cl in [&mut c, &mut admin] {
+        let t = cl.fails("LOCK ADDRESSBOOK fred.directory \"Mary Jackson\"", "NO");
+        assert!(t.contains("read-only"), "{t}");
+    }
+    assert!(!s.path("user/fred/alock").exists() || !s.read("user/fred/alock").contains("Mary"));
     assert_eq!(s.read("user/fred/abook.fred.directory"), before);
     // Other books are not affected.
     c.ok("STOREADDRESS fred \"Barney Rubble\" email barney@bedrock");
 
-    // Taking USER1 away brings the file's entries back.
+    // Taking USER1 away brings the file's entries back, and the rights.
     c.ok("DELETEACL ADDRESSBOOK fred.directory anyone");
+    assert_eq!(
+        b.ok("MYRIGHTS ADDRESSBOOK fred.directory"),
+        vec!["* MYRIGHTS ADDRESSBOOK fred.directory lrwd2"]
+    );
     assert_eq!(
         search(&mut c, "SEARCHADDRESS fred.directory name *"),
         vec!["Local Only"]

@@ -319,8 +319,7 @@ impl Handler<'_> {
             return Done::bad(format!("The field '{f}' is reserved for the entry name"));
         }
         let r = (|| {
-            let book = self.need_book(raw, 'w')?;
-            self.refuse_ldap_writes(&book)?;
+            let book = self.writable_book(raw)?;
             let quota = self.quota_of(owner_of(&book))?;
             let e = self.store.store_entry(&book, name, fields, quota)?;
             Ok((book, e))
@@ -336,8 +335,7 @@ impl Handler<'_> {
 
     pub(super) fn delete_address(&mut self, raw: &[u8], name: &[u8]) -> Done {
         let r = (|| {
-            let book = self.need_book(raw, 'w')?;
-            self.refuse_ldap_writes(&book)?;
+            let book = self.writable_book(raw)?;
             if !self.store.delete_entry(&book, name)? {
                 return Err(Done::no(format!(
                     "entry '{}' not found",
@@ -369,6 +367,30 @@ impl Handler<'_> {
             Some(r) => Readable::Ldap(book, r),
             None => Readable::File(book),
         })
+    }
+
+    /// A book the user may write (`w`) in: not LDAP-backed. A user with
+    /// some right on an LDAP-backed book (where nobody keeps `w`) is told
+    /// it is read-only.
+    pub(super) fn writable_book(&mut self, raw: &[u8]) -> Result<String, Done> {
+        let book = match self.need_book(raw, 'w') {
+            Ok(b) => b,
+            Err(d) => {
+                let seen = names::check_book(raw)
+                    .ok()
+                    .map(|b| self.book_rights(&b))
+                    .transpose()?
+                    .flatten();
+                if let Some((book, r)) = seen
+                    && !r.is_empty()
+                {
+                    self.refuse_ldap_writes(&book)?;
+                }
+                return Err(d);
+            }
+        };
+        self.refuse_ldap_writes(&book)?;
+        Ok(book)
     }
 
     fn refuse_ldap_writes(&mut self, book: &str) -> Result<(), Done> {

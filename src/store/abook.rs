@@ -407,10 +407,14 @@ impl Store {
     pub fn book_acl(&mut self, book: &str) -> Result<Acl, StoreError> {
         let p = self.global_path("abooks");
         let recs = self.files.read(&p, LIST_ORDER)?;
-        Ok(match recs.get(book.as_bytes()) {
+        let mut acl = match recs.get(book.as_bytes()) {
             Some(v) => Acl::decode(v),
             None => Acl::default_for(owner_of(book)),
-        })
+        };
+        // As it applies: on an LDAP-backed book only lookup and read (the
+        // line keeps the rights, which come back when USER1 goes).
+        acl.restrict_ldap(owner_of(book));
+        Ok(acl)
     }
 
     /// The books that have an ACL line, with it.
