@@ -270,10 +270,11 @@ fn cancelled_and_malformed_exchanges() {
 fn administrators_act_as_other_users() {
     let s = Server::builder()
         .options(&format!(
-            "{}imsp.admin.subs N (watcher)\n",
+            "{}imsp.admin.subs N (watcher)\nimsp.admin.bboards N (postmaster)\n",
             plaintext_options()
         ))
         .user("watcher", "watchpw")
+        .user("postmaster", "postpw")
         .start();
     // fred exists and has an option.
     let mut f = s.login("fred");
@@ -316,6 +317,34 @@ fn administrators_act_as_other_users() {
     let t = w.fails("SET fred.color green", "NO");
     assert!(t.contains("view-only"), "{t}");
     assert!(log_shows(&s, "acts as fred (view only)"));
+    // A view-only session sees what the watcher may see, no more.
+    assert_eq!(w.ok("GET imsp.admin.*"), Vec::<String>::new());
+    // ...and may not act as a full administrator at all: the rights of a
+    // session are those of who logged in, never of whom they act as.
+    let t = w.fails("LOGIN admin \"\"", "NO");
+    assert!(t.contains("Permission denied"), "{t}");
+    assert_eq!(w.ok("GET imsp.admin.*"), Vec::<String>::new());
+    assert_eq!(w.ok("ADDRESSBOOK admin*"), Vec::<String>::new());
+    assert!(log_shows(&s, "watcher from 127.0.0.1:"));
+    let mut w2 = s.connect();
+    w2.ok("LOGIN watcher watchpw");
+    w2.fails("LOGIN admin \"\"", "NO");
+    assert_eq!(w2.ok("GET imsp.admin.*"), Vec::<String>::new());
+    w2.ok("SET watcher.x y");
+    // A bboards administrator may view a subs administrator's namespace,
+    // not a full administrator's.
+    let mut p = s.connect();
+    p.ok("LOGIN postmaster postpw");
+    p.ok("LOGIN watcher \"\"");
+    p.fails("LOGIN admin \"\"", "NO");
+    assert_eq!(p.ok("GET imsp.admin.*"), Vec::<String>::new());
+    // A full administrator acting as fred keeps the administrator's view.
+    let mut a2 = s.login("admin");
+    a2.ok("LOGIN fred \"\"");
+    assert_eq!(
+        a2.ok("GET imsp.admin.all"),
+        vec!["* OPTION imsp.admin.all \"(admin)\" [READ-ONLY]"]
+    );
 
     // PLAIN with an authorization identity does the same in one step.
     accepted(
@@ -328,6 +357,25 @@ fn administrators_act_as_other_users() {
         &["PLAIN", "barney", "rubble", "--authzid", "fred", "--ir"],
     );
     assert!(r.contains("Permission denied"), "{r}");
+    // Lower administrators may not authorize as a full one.
+    let r = refused(
+        &s,
+        &["PLAIN", "watcher", "watchpw", "--authzid", "admin", "--ir"],
+    );
+    assert!(r.contains("Permission denied"), "{r}");
+    // AUTHENTICATE is all or nothing: a NO leaves the session logged out.
+    let mut c = s.connect();
+    for (authzid, authcid, password) in [
+        ("nosuch", "admin", "adminpw"),
+        ("admin", "watcher", "watchpw"),
+    ] {
+        use base64::Engine as _;
+        let msg = format!("{authzid}\0{authcid}\0{password}");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(msg);
+        c.fails(&format!("AUTHENTICATE PLAIN {b64}"), "NO");
+        let t = c.fails("GET imsp.*", "NO");
+        assert!(t.contains("must LOGIN"), "{authzid}: {t}");
+    }
     // An authzid equal to the authid is no impersonation.
     accepted(
         &s,

@@ -103,7 +103,9 @@ impl Handler<'_> {
     }
 
     /// The credentials were right: log in as `authid`, then act as
-    /// `authzid` if one was asked for (administrators only).
+    /// `authzid` if one was asked for (administrators only). All or
+    /// nothing: every check is made before the session changes, so a NO
+    /// leaves it logged out.
     fn sasl_success(
         &mut self,
         mech: &str,
