@@ -612,6 +612,145 @@ fn saslauthd_backend() {
         .fails(&format!("LOGIN {UNIX_USER} {UNIX_PASSWORD}"), "NO");
 }
 
+/// A system user for the daemon to run as, member of the groups `groups`
+/// (as the Debian package makes `imsp` a member of `sasl` and, on request,
+/// `shadow`).
+fn daemon_user(name: &str, groups: &str) -> u32 {
+    let uid = || -> Option<u32> {
+        let out = Command::new("id").args(["-u", name]).output().ok()?;
+        out.status.success().then_some(())?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    if uid().is_none() {
+        let st = Command::new("/usr/sbin/useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+            ])
+            .args(["--groups", groups, name])
+            .status()
+            .unwrap();
+        assert!(st.success() || uid().is_some(), "useradd {name} failed");
+    }
+    let st = Command::new("/usr/sbin/usermod")
+        .args(["--append", "--groups", groups, name])
+        .status()
+        .unwrap();
+    assert!(st.success(), "usermod {name} failed");
+    uid().unwrap()
+}
+
+/// A data directory owned by `user`, with `options`.
+fn data_dir_owned_by(parent: &Path, user: &str, options: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = parent.join("imsp");
+    std::fs::create_dir_all(dir.join("user")).unwrap();
+    std::fs::write(dir.join("options"), options).unwrap();
+    let st = Command::new("chown")
+        .args(["-R", &format!("{user}:")])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    dir
+}
+
+fn group_id(name: &str) -> u32 {
+    let out = Command::new("getent")
+        .args(["group", name])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    line.split(':')
+        .nth(2)
+        .and_then(|g| g.parse().ok())
+        .unwrap_or_else(|| panic!("no group {name} (install sasl2-bin / passwd)"))
+}
+
+/// The supplementary groups of a process.
+fn groups_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .collect()
+}
+
+const GROUP_USER: &str = "imspgrptest";
+
+/// Run as a user who is not root but a member of `sasl` and `shadow`, as
+/// the shipped units run `imsp`: saslauthd's socket in a root:sasl 0710
+/// directory, as Debian makes /run/saslauthd, and the shadow file (root:
+/// shadow 0640) are reachable through the user's groups.
+#[test]
+fn saslauthd_and_shadow_backends_as_a_non_root_user_in_their_groups() {
+    system_account();
+    need_binary("/usr/sbin/usermod", "passwd");
+    daemon_user(GROUP_USER, "sasl,shadow");
+    let daemon = Saslauthd::start("pam");
+    let sock_dir = daemon.socket.parent().unwrap();
+    let st = Command::new("chown")
+        .arg("root:sasl")
+        .arg(sock_dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(sock_dir, std::fs::Permissions::from_mode(0o710)).unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = data_dir_owned_by(
+        tmp.path(),
+        GROUP_USER,
+        &unix_options(&format!(
+            "imsp.auth.backends N (saslauthd)\n\
+             imsp.auth.cache.ttl N 0\n\
+             imsp.auth.saslauthd.socket N {}\n\
+             imsp.auth.saslauthd.service N {PAM_SERVICE}\n",
+            daemon.socket.display()
+        )),
+    );
+    let s = Server::builder()
+        .no_users()
+        .data_dir(&dir)
+        .arg("--user")
+        .arg(GROUP_USER)
+        .start();
+    let groups = groups_of(s.pid());
+    assert!(groups.contains(&group_id("sasl")), "{groups:?}");
+    s.connect()
+        .ok(&format!("LOGIN {UNIX_USER} {UNIX_PASSWORD}"));
+    accepted(&s, &["PLAIN", UNIX_USER, UNIX_PASSWORD, "--ir"], UNIX_USER);
+    s.connect().fails(&format!("LOGIN {UNIX_USER} wrong"), "NO");
+    assert!(!s.log().contains("auth backend saslauthd:"), "{}", s.log());
+    drop(s);
+
+    // The unix backend reading /etc/shadow itself, as the same user.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = data_dir_owned_by(
+        tmp.path(),
+        GROUP_USER,
+        &unix_options("imsp.auth.backends N (unix)\nimsp.auth.unix.method N shadow\n"),
+    );
+    let s = Server::builder()
+        .no_users()
+        .data_dir(&dir)
+        .arg("--user")
+        .arg(GROUP_USER)
+        .start();
+    assert!(groups_of(s.pid()).contains(&group_id("shadow")));
+    s.connect()
+        .ok(&format!("LOGIN {UNIX_USER} {UNIX_PASSWORD}"));
+    s.connect().fails(&format!("LOGIN {UNIX_USER} wrong"), "NO");
+    assert!(!s.log().contains("auth backend unix:"), "{}", s.log());
+}
+
 #[test]
 fn the_auth_cache_vouches_for_recent_logins_until_the_password_changes() {
     let s = Server::start();
