@@ -198,6 +198,36 @@ fn plaintext_mechanisms_follow_allowplaintext() {
 }
 
 #[test]
+fn minimum_ssf_above_zero_offers_no_mechanism() {
+    // No mechanism here has a security layer, and IMSP has no TLS: SSF 0.
+    let s = Server::builder()
+        .options(&format!(
+            "{}imsp.sasl.minimum_ssf N 56\n",
+            plaintext_options()
+        ))
+        .start();
+    let mut c = s.connect();
+    assert_eq!(c.ok("CAPABILITY"), vec!["* CAPABILITY LITERAL+"]);
+    let t = c.fails("AUTHENTICATE PLAIN AGZyZWQAc2VjcmV0", "NO");
+    assert!(t.contains("offered: none"), "{t}");
+    c.fails("AUTHENTICATE SCRAM-SHA-256", "NO");
+    // The LOGIN command stays, as in 1.8.
+    c.ok("LOGIN fred secret");
+    // 0 and a maximum exclude nothing.
+    let s = Server::builder()
+        .options(&format!(
+            "{}imsp.sasl.minimum_ssf N 0\nimsp.sasl.maximum_ssf N 0\n",
+            plaintext_options()
+        ))
+        .start();
+    assert_eq!(
+        s.connect().ok("CAPABILITY"),
+        vec!["* CAPABILITY AUTH=SCRAM-SHA-256 AUTH=CRAM-MD5 AUTH=PLAIN AUTH=LOGIN LITERAL+"]
+    );
+    accepted(&s, &["PLAIN", "fred", "secret", "--ir"], "fred");
+}
+
+#[test]
 fn password_lines_without_secrets_serve_plain_only() {
     let s = Server::builder()
         .options(&plaintext_options())
