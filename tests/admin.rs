@@ -503,3 +503,124 @@ fn telemetry_records_a_users_sessions_with_secrets_masked() {
         "{second}"
     );
 }
+
+/// Every option name the server's code reads, from its source.
+fn options_the_code_reads() -> std::collections::BTreeSet<String> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    let mut names = std::collections::BTreeSet::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for quoted in text.split('"').skip(1).step_by(2) {
+            let ok = quoted
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+            if ok && (quoted.starts_with("imsp.") || quoted.starts_with("common.")) {
+                names.insert(quoted.to_string());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_sample_options_describe_every_predefined_option_and_serve() {
+    let sample =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/options.sample"))
+            .unwrap();
+    let mut kinds = std::collections::BTreeMap::new();
+    for line in sample.lines() {
+        let mut parts = line.splitn(3, ' ');
+        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap_or(""));
+        assert!(
+            ["N", "R", "W"].contains(&kind),
+            "not an option line: {line:?}"
+        );
+        kinds.insert(name.to_ascii_lowercase(), kind.to_string());
+    }
+    let code = options_the_code_reads();
+    assert!(code.len() > 40, "{code:?}");
+    // And 1.8's predefined options (implementation notes) it does not read.
+    let notes = [
+        "imsp.login.realms",
+        "imsp.login.srvtab",
+        "imsp.share.mailboxes",
+        "imsp.proxy.authlevel",
+        "imsp.proxy.authtype",
+        "imsp.create.policy",
+        "imsp.sasl.maximum_ssf",
+    ];
+    for name in code.iter().map(String::as_str).chain(notes) {
+        let desc = kinds.get(&format!("desc.{name}"));
+        assert!(
+            desc.is_some(),
+            "etc/options.sample does not describe {name}"
+        );
+        // A non-visible option's description is for administrators only.
+        if kinds.get(name).is_some_and(|k| k == "N") {
+            assert_eq!(desc.unwrap(), "N", "desc.{name}");
+        }
+    }
+
+    // `imspd --dev` serves a data directory made from it, and check finds
+    // nothing wrong with it.
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("log");
+    let mut child = Command::new(BIN)
+        .args(["--dev", "-p", "0"])
+        .current_dir(tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let port = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(rest) = text.split("listening on 127.0.0.1:").nth(1) {
+            let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            break digits.parse::<u16>().unwrap();
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "imspd --dev exited:\n{text}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "imspd --dev did not start:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut c = Client::connect(port);
+    c.ok("LOGIN test test");
+    assert_eq!(
+        c.ok("GET desc.common.from"),
+        vec![
+            "* OPTION desc.common.from \"The address that should be used in the From: header when sending email.\" [READ-ONLY]"
+        ]
+    );
+    // Users do not see the descriptions of non-visible options.
+    assert_eq!(c.ok("GET desc.imsp.proxy.*"), Vec::<String>::new());
+    assert_eq!(
+        c.ok("GET imsp.user.quota"),
+        vec!["* OPTION imsp.user.quota 1000 [READ-ONLY]"]
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = tool(&tmp.path().join("dev-data"), &["check"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("no problems found"), "{}", stdout(&o));
+}
