@@ -415,6 +415,48 @@ fn administrators_act_as_other_users() {
 }
 
 #[test]
+fn logins_and_logouts_are_logged_at_level_3_not_at_2() {
+    for level in [3, 2] {
+        let options =
+            DEFAULT_OPTIONS.replace("imsp.log.level N 9", &format!("imsp.log.level N {level}"));
+        assert!(options.contains(&format!("imsp.log.level N {level}\n")));
+        let s = Server::builder()
+            .options(&format!("{options}imsp.sasl.allowplaintext N +\n"))
+            .start();
+        let mut c = s.connect();
+        c.ok("LOGIN fred secret");
+        c.ok("LOGOUT");
+        // A session that ends without LOGOUT logs out too.
+        let mut b = s.login("barney");
+        b.ok("NOOP");
+        drop(b);
+        accepted(&s, &["PLAIN", "admin", "adminpw", "--ir"], "admin");
+        // A failure is a warning (level 1): logged at both levels.
+        s.connect().fails("LOGIN fred wrong", "NO");
+        assert!(log_shows(&s, "failed login for fred from 127.0.0.1:"));
+        let wanted = [
+            "login: fred from 127.0.0.1:",
+            "logout: fred from 127.0.0.1:",
+            "login: barney from 127.0.0.1:",
+            "logout: barney from 127.0.0.1:",
+            "login: admin from 127.0.0.1:",
+        ];
+        if level == 3 {
+            for w in wanted {
+                assert!(log_shows(&s, w), "level 3: no {w:?} in\n{}", s.log());
+            }
+        } else {
+            // Give the sessions time to have logged what they would.
+            std::thread::sleep(Duration::from_millis(300));
+            let log = s.log();
+            for w in ["login:", "logout:"] {
+                assert!(!log.contains(w), "level 2: {w:?} in\n{log}");
+            }
+        }
+    }
+}
+
+#[test]
 fn failed_logins_slow_down_then_close_the_session() {
     let s = Server::builder()
         .options(&format!(
