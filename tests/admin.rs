@@ -504,6 +504,53 @@ fn telemetry_records_a_users_sessions_with_secrets_masked() {
     );
 }
 
+#[test]
+fn telemetry_never_records_part_of_an_over_long_login_or_authenticate() {
+    let s = Server::builder()
+        .option_line("imsp.sasl.allowplaintext N +")
+        .start();
+    std::fs::create_dir_all(s.path("log/fred")).unwrap();
+    // Longer than the tap keeps whole (64 KiB), sent in pieces.
+    let secret = "TOPSECRET".repeat(9000);
+    let mut c = s.connect();
+    for line in [
+        format!("a LOGIN fred {secret}\r\n"),
+        format!("b AUTHENTICATE PLAIN {secret}\r\n"),
+        format!("c LOGIN {secret}\r\n"),
+    ] {
+        for piece in line.as_bytes().chunks(5000) {
+            c.send(piece);
+        }
+        let tag = &line[..1];
+        let r = c.read_reply(tag);
+        assert_ne!(r.status(), "OK", "{:?}", r.lines);
+    }
+    c.ok("LOGIN fred secret");
+    c.ok("LOGOUT");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let files: Vec<PathBuf> = std::fs::read_dir(s.path("log/fred"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        let text = files
+            .first()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .unwrap_or_default();
+        if text.contains("LOGOUT") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(log.contains("C: T2 LOGOUT"), "{log}");
+    assert!(log.contains("C: a LOGIN fred ***\n"), "{log}");
+    if let Some(i) = log.find("TOPSECRET") {
+        panic!("{}", &log[i.saturating_sub(300)..(i + 100).min(log.len())]);
+    }
+    assert!(!log.contains("secret"));
+}
+
 /// Every option name the server's code reads, from its source.
 fn options_the_code_reads() -> std::collections::BTreeSet<String> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
