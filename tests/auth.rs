@@ -823,6 +823,73 @@ fn saslauthd_and_shadow_backends_as_a_non_root_user_in_their_groups() {
     assert!(!s.log().contains("auth backend unix:"), "{}", s.log());
 }
 
+/// A system account of its own (with a password), for a test that changes
+/// it.
+fn own_system_account(name: &str, password: &str) {
+    system_account();
+    let exists = Command::new("id")
+        .arg(name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !exists {
+        let st = Command::new("/usr/sbin/useradd")
+            .args(["-M", "-s", "/usr/sbin/nologin", name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "useradd {name} failed");
+    }
+    let mut c = Command::new("/usr/sbin/chpasswd")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{name}:{password}\n").as_bytes())
+        .unwrap();
+    assert!(c.wait().unwrap().success(), "chpasswd failed");
+}
+
+fn set_expiry(user: &str, date: &str) {
+    let st = Command::new("/usr/sbin/usermod")
+        .args(["--expiredate", date, user])
+        .status()
+        .unwrap();
+    assert!(st.success(), "usermod --expiredate {date} {user}");
+}
+
+#[test]
+fn the_auth_cache_never_skips_the_pam_account_check() {
+    const USER: &str = "imspdtestexp";
+    const PASSWORD: &str = "Exp-pw-0815";
+    own_system_account(USER, PASSWORD);
+    set_expiry(USER, "");
+    // The cache on (the default TTL), PAM the backend.
+    let s = Server::builder()
+        .options(&unix_options("imsp.auth.backends N (unix)\n"))
+        .start();
+    s.connect().ok(&format!("LOGIN {USER} {PASSWORD}"));
+    s.connect().ok(&format!("LOGIN {USER} {PASSWORD}"));
+    assert!(log_shows(
+        &s,
+        &format!("{USER} accepted by the unix backend")
+    ));
+    assert!(
+        !s.log()
+            .contains(&format!("{USER} accepted by the auth cache"))
+    );
+    // The account expires: PAM's account check refuses it, however recent
+    // the last success (pam_unix still accepts the password itself).
+    set_expiry(USER, "1970-01-02");
+    let refused = s.connect().fails(&format!("LOGIN {USER} {PASSWORD}"), "NO");
+    set_expiry(USER, "");
+    assert!(refused.contains("Login incorrect"), "{refused}");
+    s.connect().ok(&format!("LOGIN {USER} {PASSWORD}"));
+}
+
 #[test]
 fn the_auth_cache_vouches_for_recent_logins_until_the_password_changes() {
     let s = Server::start();
