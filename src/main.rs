@@ -10,8 +10,13 @@ use imspd::daemon;
 /// The sample options file, used to make the `--dev` data directory.
 const SAMPLE_OPTIONS: &str = include_str!("../etc/options.sample");
 
+/// Become `user` (`--user`), with `group` (`--group`, default the user's
+/// own) as primary group and, as `login` and systemd's `User=` do, the
+/// supplementary groups `/etc/group` gives the user: membership of `sasl`
+/// (saslauthd's socket) or `shadow` (/etc/shadow, unix_chkpwd) is how the
+/// `saslauthd` and `unix` backends work without root.
 fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), String> {
-    use nix::unistd::{Group, User, setgid, setgroups, setuid};
+    use nix::unistd::{Group, User, initgroups, setgid, setuid};
     let Some(user) = user else {
         if group.is_some() {
             return Err("--group needs --user".into());
@@ -30,7 +35,8 @@ fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), String
         }
         None => u.gid,
     };
-    setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
+    let name = std::ffi::CString::new(user).map_err(|_| format!("bad user name {user:?}"))?;
+    initgroups(&name, gid).map_err(|e| format!("initgroups: {e}"))?;
     setgid(gid).map_err(|e| format!("setgid: {e}"))?;
     setuid(u.uid).map_err(|e| format!("setuid: {e}"))?;
     Ok(())

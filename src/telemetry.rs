@@ -10,7 +10,10 @@
 //! is dropped. Secrets never reach the file: the password of `LOGIN` (and
 //! everything after the user name) and the client's side of `AUTHENTICATE`
 //! (its initial response and every line until the tagged answer) are
-//! written as `***`.
+//! written as `***`. A client line longer than [`LINE_MAX`] is recorded
+//! by its head, masked the same way (a user name or mechanism that runs to
+//! the cut is masked too); the rest of such a line of LOGIN, AUTHENTICATE
+//! or a SASL exchange is never recorded.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -49,6 +52,10 @@ pub struct Tap {
     command_masked: bool,
     /// The tag of an AUTHENTICATE exchange in progress.
     auth_tag: Option<Vec<u8>>,
+    /// The client line being received outgrew [`LINE_MAX`] inside a
+    /// secret (LOGIN, AUTHENTICATE, a SASL response): its head was
+    /// recorded masked, the rest up to its end is not recorded at all.
+    secret_tail: bool,
     /// The server output is at the start of a line.
     server_at_start: bool,
 }
@@ -119,18 +126,24 @@ fn now() -> String {
 /// The end of the token that starts `s`: an atom up to a space, or a
 /// quoted string with its escapes.
 fn token_end(s: &[u8]) -> usize {
+    token(s).0
+}
+
+/// [`token_end`], and whether the token is surely whole: a quoted string
+/// without its closing quote is not (what follows may be a password).
+fn token(s: &[u8]) -> (usize, bool) {
     if s.first() == Some(&b'"') {
         let mut i = 1;
         while i < s.len() {
             match s[i] {
                 b'\\' => i += 2,
-                b'"' => return i + 1,
+                b'"' => return (i + 1, true),
                 _ => i += 1,
             }
         }
-        s.len()
+        (s.len(), false)
     } else {
-        s.iter().position(|&b| b == b' ').unwrap_or(s.len())
+        (s.iter().position(|&b| b == b' ').unwrap_or(s.len()), true)
     }
 }
 
@@ -150,6 +163,7 @@ impl Tap {
             in_command: false,
             command_masked: false,
             auth_tag: None,
+            secret_tail: false,
             server_at_start: true,
         }
     }
@@ -191,6 +205,16 @@ impl Tap {
                 }
                 continue;
             }
+            if self.secret_tail {
+                match bytes.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        bytes = &bytes[i + 1..];
+                        self.secret_tail = false;
+                        continue;
+                    }
+                    None => return,
+                }
+            }
             match bytes.iter().position(|&b| b == b'\n') {
                 Some(i) => {
                     self.line.extend_from_slice(&bytes[..i]);
@@ -199,13 +223,21 @@ impl Tap {
                     if line.last() == Some(&b'\r') {
                         line.pop();
                     }
-                    self.client_line(&line);
+                    // An over-long line is masked the same whether or
+                    // not its end came in the read that overflowed.
+                    let long = line.len() > LINE_MAX;
+                    self.client_line(&line, long);
                 }
                 None => {
                     self.line.extend_from_slice(bytes);
                     if self.line.len() > LINE_MAX {
+                        // Record the head now, as a line of its own; the
+                        // rest of a secret line is dropped, however long.
                         let line = std::mem::take(&mut self.line);
-                        self.client_line(&line);
+                        self.client_line(&line, true);
+                        if self.command_masked || self.auth_tag.is_some() {
+                            self.secret_tail = true;
+                        }
                     }
                     return;
                 }
@@ -213,8 +245,9 @@ impl Tap {
         }
     }
 
-    /// One whole client line (CRLF removed).
-    fn client_line(&mut self, line: &[u8]) {
+    /// One client line (CRLF removed); `long`: over [`LINE_MAX`], whole
+    /// or only its head, in which a token running to the end may be cut.
+    fn client_line(&mut self, line: &[u8], long: bool) {
         let literal = literal_at_end(line);
         let mut user_literal = false;
         if !self.in_command && self.auth_tag.is_some() {
@@ -250,23 +283,33 @@ impl Tap {
                         self.put(line);
                         user_literal = true;
                     } else {
-                        let user_end = token_end(args);
+                        // The user name, unless it may run into the
+                        // password: unterminated, or cut at LINE_MAX.
+                        let (user_end, whole) = token(args);
                         self.put(head);
                         self.put(b" ");
-                        self.put(&args[..user_end]);
-                        if args.len() > user_end {
-                            self.put(b" ");
+                        if !whole || (long && user_end == args.len()) {
                             self.put(MASK);
+                        } else {
+                            self.put(&args[..user_end]);
+                            if args.len() > user_end {
+                                self.put(b" ");
+                                self.put(MASK);
+                            }
                         }
                     }
                 }
                 b"AUTHENTICATE" => {
                     self.command_masked = true;
                     self.auth_tag = Some(line[..tag_end].to_vec());
-                    let mech_end = token_end(args);
+                    let (mech_end, whole) = token(args);
                     self.put(head);
                     self.put(b" ");
-                    self.put(&args[..mech_end]);
+                    if !whole || (long && mech_end == args.len()) {
+                        self.put(MASK);
+                    } else {
+                        self.put(&args[..mech_end]);
+                    }
                     if args.len() > mech_end {
                         self.put(b" ");
                         self.put(MASK);
@@ -353,6 +396,54 @@ mod tests {
             recorded(&[b"a LOGIN {4+}\r\nfred {6+}\r\nsecret\r\n"]),
             "C: a LOGIN {4+}\nfred ***\n***\n"
         );
+    }
+
+    #[test]
+    fn never_records_the_tail_of_an_over_long_secret_line() {
+        let secret = b"TOPSECRET".repeat(LINE_MAX / 9 * 3);
+        for cmd in [&b"a LOGIN fred "[..], b"a AUTHENTICATE PLAIN ", b"a LOGIN "] {
+            let mut t = Tap::new(PathBuf::from("/x"), "peer");
+            // In pieces, as reads cut it.
+            t.client(cmd);
+            for piece in secret.chunks(4000) {
+                t.client(piece);
+            }
+            t.client(b"\r\nb NOOP\r\n");
+            let Sink::Pending(b) = t.sink else { panic!() };
+            let text = String::from_utf8(b).unwrap();
+            assert!(!text.contains("TOPSECRET"), "{}", &text[..200]);
+            // (b NOOP is still within the AUTHENTICATE exchange: no answer.)
+            let next = if cmd.starts_with(b"a AUTH") {
+                "***"
+            } else {
+                "b NOOP"
+            };
+            assert!(text.ends_with(&format!("***\nC: {next}\n")), "{text:?}");
+        }
+        // Over-long lines are masked alike however the reads cut them.
+        for pieces in [
+            &[&b"a LOGIN "[..], &secret, b"\r\n"][..],
+            &[&[b"a LOGIN ".as_slice(), &secret, b"\r\n"].concat()],
+        ] {
+            let mut t = Tap::new(PathBuf::from("/x"), "peer");
+            for p in pieces {
+                t.client(p);
+            }
+            let Sink::Pending(b) = t.sink else { panic!() };
+            assert_eq!(String::from_utf8(b).unwrap(), "C: a LOGIN ***\n");
+        }
+        // A user name without its closing quote may hold the password.
+        let mut t = Tap::new(PathBuf::from("/x"), "peer");
+        t.client(b"a LOGIN \"fred TOPSECRET\r\n");
+        let Sink::Pending(b) = t.sink else { panic!() };
+        assert_eq!(String::from_utf8(b).unwrap(), "C: a LOGIN ***\n");
+        // A long line that is no secret is still recorded.
+        let mut t = Tap::new(PathBuf::from("/x"), "peer");
+        t.client(b"a SET fred.x ");
+        t.client(&secret);
+        t.client(b"\r\n");
+        let Sink::Pending(b) = t.sink else { panic!() };
+        assert!(String::from_utf8(b).unwrap().matches("TOPSECRET").count() > 1000);
     }
 
     #[test]

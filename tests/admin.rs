@@ -503,3 +503,171 @@ fn telemetry_records_a_users_sessions_with_secrets_masked() {
         "{second}"
     );
 }
+
+#[test]
+fn telemetry_never_records_part_of_an_over_long_login_or_authenticate() {
+    let s = Server::builder()
+        .option_line("imsp.sasl.allowplaintext N +")
+        .start();
+    std::fs::create_dir_all(s.path("log/fred")).unwrap();
+    // Longer than the tap keeps whole (64 KiB), sent in pieces.
+    let secret = "TOPSECRET".repeat(9000);
+    let mut c = s.connect();
+    for line in [
+        format!("a LOGIN fred {secret}\r\n"),
+        format!("b AUTHENTICATE PLAIN {secret}\r\n"),
+        format!("c LOGIN {secret}\r\n"),
+    ] {
+        for piece in line.as_bytes().chunks(5000) {
+            c.send(piece);
+        }
+        let tag = &line[..1];
+        let r = c.read_reply(tag);
+        assert_ne!(r.status(), "OK", "{:?}", r.lines);
+    }
+    c.ok("LOGIN fred secret");
+    c.ok("LOGOUT");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let files: Vec<PathBuf> = std::fs::read_dir(s.path("log/fred"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        let text = files
+            .first()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .unwrap_or_default();
+        if text.contains("LOGOUT") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(log.contains("C: T2 LOGOUT"), "{log}");
+    assert!(log.contains("C: a LOGIN fred ***\n"), "{log}");
+    if let Some(i) = log.find("TOPSECRET") {
+        panic!("{}", &log[i.saturating_sub(300)..(i + 100).min(log.len())]);
+    }
+    assert!(!log.contains("secret"));
+}
+
+/// Every option name the server's code reads, from its source.
+fn options_the_code_reads() -> std::collections::BTreeSet<String> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    let mut names = std::collections::BTreeSet::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for quoted in text.split('"').skip(1).step_by(2) {
+            let ok = quoted
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+            if ok && (quoted.starts_with("imsp.") || quoted.starts_with("common.")) {
+                names.insert(quoted.to_string());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_sample_options_describe_every_predefined_option_and_serve() {
+    let sample =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/options.sample"))
+            .unwrap();
+    let mut kinds = std::collections::BTreeMap::new();
+    for line in sample.lines() {
+        let mut parts = line.splitn(3, ' ');
+        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap_or(""));
+        assert!(
+            ["N", "R", "W"].contains(&kind),
+            "not an option line: {line:?}"
+        );
+        kinds.insert(name.to_ascii_lowercase(), kind.to_string());
+    }
+    let code = options_the_code_reads();
+    assert!(code.len() > 40, "{code:?}");
+    // And 1.8's predefined options (implementation notes) it does not read.
+    let notes = [
+        "imsp.login.realms",
+        "imsp.login.srvtab",
+        "imsp.share.mailboxes",
+        "imsp.proxy.authlevel",
+        "imsp.proxy.authtype",
+        "imsp.create.policy",
+        "imsp.sasl.maximum_ssf",
+    ];
+    for name in code.iter().map(String::as_str).chain(notes) {
+        let desc = kinds.get(&format!("desc.{name}"));
+        assert!(
+            desc.is_some(),
+            "etc/options.sample does not describe {name}"
+        );
+        // A non-visible option's description is for administrators only.
+        if kinds.get(name).is_some_and(|k| k == "N") {
+            assert_eq!(desc.unwrap(), "N", "desc.{name}");
+        }
+    }
+
+    // `imspd --dev` serves a data directory made from it, and check finds
+    // nothing wrong with it.
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("log");
+    let mut child = Command::new(BIN)
+        .args(["--dev", "-p", "0"])
+        .current_dir(tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let port = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(rest) = text.split("listening on 127.0.0.1:").nth(1) {
+            let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            break digits.parse::<u16>().unwrap();
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "imspd --dev exited:\n{text}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "imspd --dev did not start:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut c = Client::connect(port);
+    c.ok("LOGIN test test");
+    assert_eq!(
+        c.ok("GET desc.common.from"),
+        vec![
+            "* OPTION desc.common.from \"The address that should be used in the From: header when sending email.\" [READ-ONLY]"
+        ]
+    );
+    // Users do not see the descriptions of non-visible options.
+    assert_eq!(c.ok("GET desc.imsp.proxy.*"), Vec::<String>::new());
+    assert_eq!(
+        c.ok("GET imsp.user.quota"),
+        vec!["* OPTION imsp.user.quota 1000 [READ-ONLY]"]
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = tool(&tmp.path().join("dev-data"), &["check"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("no problems found"), "{}", stdout(&o));
+}

@@ -198,6 +198,36 @@ fn plaintext_mechanisms_follow_allowplaintext() {
 }
 
 #[test]
+fn minimum_ssf_above_zero_offers_no_mechanism() {
+    // No mechanism here has a security layer, and IMSP has no TLS: SSF 0.
+    let s = Server::builder()
+        .options(&format!(
+            "{}imsp.sasl.minimum_ssf N 56\n",
+            plaintext_options()
+        ))
+        .start();
+    let mut c = s.connect();
+    assert_eq!(c.ok("CAPABILITY"), vec!["* CAPABILITY LITERAL+"]);
+    let t = c.fails("AUTHENTICATE PLAIN AGZyZWQAc2VjcmV0", "NO");
+    assert!(t.contains("offered: none"), "{t}");
+    c.fails("AUTHENTICATE SCRAM-SHA-256", "NO");
+    // The LOGIN command stays, as in 1.8.
+    c.ok("LOGIN fred secret");
+    // 0 and a maximum exclude nothing.
+    let s = Server::builder()
+        .options(&format!(
+            "{}imsp.sasl.minimum_ssf N 0\nimsp.sasl.maximum_ssf N 0\n",
+            plaintext_options()
+        ))
+        .start();
+    assert_eq!(
+        s.connect().ok("CAPABILITY"),
+        vec!["* CAPABILITY AUTH=SCRAM-SHA-256 AUTH=CRAM-MD5 AUTH=PLAIN AUTH=LOGIN LITERAL+"]
+    );
+    accepted(&s, &["PLAIN", "fred", "secret", "--ir"], "fred");
+}
+
+#[test]
 fn password_lines_without_secrets_serve_plain_only() {
     let s = Server::builder()
         .options(&plaintext_options())
@@ -270,10 +300,11 @@ fn cancelled_and_malformed_exchanges() {
 fn administrators_act_as_other_users() {
     let s = Server::builder()
         .options(&format!(
-            "{}imsp.admin.subs N (watcher)\n",
+            "{}imsp.admin.subs N (watcher)\nimsp.admin.bboards N (postmaster)\n",
             plaintext_options()
         ))
         .user("watcher", "watchpw")
+        .user("postmaster", "postpw")
         .start();
     // fred exists and has an option.
     let mut f = s.login("fred");
@@ -316,6 +347,34 @@ fn administrators_act_as_other_users() {
     let t = w.fails("SET fred.color green", "NO");
     assert!(t.contains("view-only"), "{t}");
     assert!(log_shows(&s, "acts as fred (view only)"));
+    // A view-only session sees what the watcher may see, no more.
+    assert_eq!(w.ok("GET imsp.admin.*"), Vec::<String>::new());
+    // ...and may not act as a full administrator at all: the rights of a
+    // session are those of who logged in, never of whom they act as.
+    let t = w.fails("LOGIN admin \"\"", "NO");
+    assert!(t.contains("Permission denied"), "{t}");
+    assert_eq!(w.ok("GET imsp.admin.*"), Vec::<String>::new());
+    assert_eq!(w.ok("ADDRESSBOOK admin*"), Vec::<String>::new());
+    assert!(log_shows(&s, "watcher from 127.0.0.1:"));
+    let mut w2 = s.connect();
+    w2.ok("LOGIN watcher watchpw");
+    w2.fails("LOGIN admin \"\"", "NO");
+    assert_eq!(w2.ok("GET imsp.admin.*"), Vec::<String>::new());
+    w2.ok("SET watcher.x y");
+    // A bboards administrator may view a subs administrator's namespace,
+    // not a full administrator's.
+    let mut p = s.connect();
+    p.ok("LOGIN postmaster postpw");
+    p.ok("LOGIN watcher \"\"");
+    p.fails("LOGIN admin \"\"", "NO");
+    assert_eq!(p.ok("GET imsp.admin.*"), Vec::<String>::new());
+    // A full administrator acting as fred keeps the administrator's view.
+    let mut a2 = s.login("admin");
+    a2.ok("LOGIN fred \"\"");
+    assert_eq!(
+        a2.ok("GET imsp.admin.all"),
+        vec!["* OPTION imsp.admin.all \"(admin)\" [READ-ONLY]"]
+    );
 
     // PLAIN with an authorization identity does the same in one step.
     accepted(
@@ -328,12 +387,73 @@ fn administrators_act_as_other_users() {
         &["PLAIN", "barney", "rubble", "--authzid", "fred", "--ir"],
     );
     assert!(r.contains("Permission denied"), "{r}");
+    // Lower administrators may not authorize as a full one.
+    let r = refused(
+        &s,
+        &["PLAIN", "watcher", "watchpw", "--authzid", "admin", "--ir"],
+    );
+    assert!(r.contains("Permission denied"), "{r}");
+    // AUTHENTICATE is all or nothing: a NO leaves the session logged out.
+    let mut c = s.connect();
+    for (authzid, authcid, password) in [
+        ("nosuch", "admin", "adminpw"),
+        ("admin", "watcher", "watchpw"),
+    ] {
+        use base64::Engine as _;
+        let msg = format!("{authzid}\0{authcid}\0{password}");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(msg);
+        c.fails(&format!("AUTHENTICATE PLAIN {b64}"), "NO");
+        let t = c.fails("GET imsp.*", "NO");
+        assert!(t.contains("must LOGIN"), "{authzid}: {t}");
+    }
     // An authzid equal to the authid is no impersonation.
     accepted(
         &s,
         &["PLAIN", "barney", "rubble", "--authzid", "barney", "--ir"],
         "barney",
     );
+}
+
+#[test]
+fn logins_and_logouts_are_logged_at_level_3_not_at_2() {
+    for level in [3, 2] {
+        let options =
+            DEFAULT_OPTIONS.replace("imsp.log.level N 9", &format!("imsp.log.level N {level}"));
+        assert!(options.contains(&format!("imsp.log.level N {level}\n")));
+        let s = Server::builder()
+            .options(&format!("{options}imsp.sasl.allowplaintext N +\n"))
+            .start();
+        let mut c = s.connect();
+        c.ok("LOGIN fred secret");
+        c.ok("LOGOUT");
+        // A session that ends without LOGOUT logs out too.
+        let mut b = s.login("barney");
+        b.ok("NOOP");
+        drop(b);
+        accepted(&s, &["PLAIN", "admin", "adminpw", "--ir"], "admin");
+        // A failure is a warning (level 1): logged at both levels.
+        s.connect().fails("LOGIN fred wrong", "NO");
+        assert!(log_shows(&s, "failed login for fred from 127.0.0.1:"));
+        let wanted = [
+            "login: fred from 127.0.0.1:",
+            "logout: fred from 127.0.0.1:",
+            "login: barney from 127.0.0.1:",
+            "logout: barney from 127.0.0.1:",
+            "login: admin from 127.0.0.1:",
+        ];
+        if level == 3 {
+            for w in wanted {
+                assert!(log_shows(&s, w), "level 3: no {w:?} in\n{}", s.log());
+            }
+        } else {
+            // Give the sessions time to have logged what they would.
+            std::thread::sleep(Duration::from_millis(300));
+            let log = s.log();
+            for w in ["login:", "logout:"] {
+                assert!(!log.contains(w), "level 2: {w:?} in\n{log}");
+            }
+        }
+    }
 }
 
 #[test]
@@ -562,6 +682,212 @@ fn saslauthd_backend() {
     assert!(log_shows(&s, "auth backend saslauthd: saslauthd at "));
     s.connect()
         .fails(&format!("LOGIN {UNIX_USER} {UNIX_PASSWORD}"), "NO");
+}
+
+/// A system user for the daemon to run as, member of the groups `groups`
+/// (as the Debian package makes `imsp` a member of `sasl` and, on request,
+/// `shadow`).
+fn daemon_user(name: &str, groups: &str) -> u32 {
+    let uid = || -> Option<u32> {
+        let out = Command::new("id").args(["-u", name]).output().ok()?;
+        out.status.success().then_some(())?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    if uid().is_none() {
+        let st = Command::new("/usr/sbin/useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+            ])
+            .args(["--groups", groups, name])
+            .status()
+            .unwrap();
+        assert!(st.success() || uid().is_some(), "useradd {name} failed");
+    }
+    let st = Command::new("/usr/sbin/usermod")
+        .args(["--append", "--groups", groups, name])
+        .status()
+        .unwrap();
+    assert!(st.success(), "usermod {name} failed");
+    uid().unwrap()
+}
+
+/// A data directory owned by `user`, with `options`.
+fn data_dir_owned_by(parent: &Path, user: &str, options: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = parent.join("imsp");
+    std::fs::create_dir_all(dir.join("user")).unwrap();
+    std::fs::write(dir.join("options"), options).unwrap();
+    let st = Command::new("chown")
+        .args(["-R", &format!("{user}:")])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    dir
+}
+
+fn group_id(name: &str) -> u32 {
+    let out = Command::new("getent")
+        .args(["group", name])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    line.split(':')
+        .nth(2)
+        .and_then(|g| g.parse().ok())
+        .unwrap_or_else(|| panic!("no group {name} (install sasl2-bin / passwd)"))
+}
+
+/// The supplementary groups of a process.
+fn groups_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .collect()
+}
+
+const GROUP_USER: &str = "imspgrptest";
+
+/// Run as a user who is not root but a member of `sasl` and `shadow`, as
+/// the shipped units run `imsp`: saslauthd's socket in a root:sasl 0710
+/// directory, as Debian makes /run/saslauthd, and the shadow file (root:
+/// shadow 0640) are reachable through the user's groups.
+#[test]
+fn saslauthd_and_shadow_backends_as_a_non_root_user_in_their_groups() {
+    system_account();
+    need_binary("/usr/sbin/usermod", "passwd");
+    daemon_user(GROUP_USER, "sasl,shadow");
+    let daemon = Saslauthd::start("pam");
+    let sock_dir = daemon.socket.parent().unwrap();
+    let st = Command::new("chown")
+        .arg("root:sasl")
+        .arg(sock_dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(sock_dir, std::fs::Permissions::from_mode(0o710)).unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = data_dir_owned_by(
+        tmp.path(),
+        GROUP_USER,
+        &unix_options(&format!(
+            "imsp.auth.backends N (saslauthd)\n\
+             imsp.auth.cache.ttl N 0\n\
+             imsp.auth.saslauthd.socket N {}\n\
+             imsp.auth.saslauthd.service N {PAM_SERVICE}\n",
+            daemon.socket.display()
+        )),
+    );
+    let s = Server::builder()
+        .no_users()
+        .data_dir(&dir)
+        .arg("--user")
+        .arg(GROUP_USER)
+        .start();
+    let groups = groups_of(s.pid());
+    assert!(groups.contains(&group_id("sasl")), "{groups:?}");
+    s.connect()
+        .ok(&format!("LOGIN {UNIX_USER} {UNIX_PASSWORD}"));
+    accepted(&s, &["PLAIN", UNIX_USER, UNIX_PASSWORD, "--ir"], UNIX_USER);
+    s.connect().fails(&format!("LOGIN {UNIX_USER} wrong"), "NO");
+    assert!(!s.log().contains("auth backend saslauthd:"), "{}", s.log());
+    drop(s);
+
+    // The unix backend reading /etc/shadow itself, as the same user.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = data_dir_owned_by(
+        tmp.path(),
+        GROUP_USER,
+        &unix_options("imsp.auth.backends N (unix)\nimsp.auth.unix.method N shadow\n"),
+    );
+    let s = Server::builder()
+        .no_users()
+        .data_dir(&dir)
+        .arg("--user")
+        .arg(GROUP_USER)
+        .start();
+    assert!(groups_of(s.pid()).contains(&group_id("shadow")));
+    s.connect()
+        .ok(&format!("LOGIN {UNIX_USER} {UNIX_PASSWORD}"));
+    s.connect().fails(&format!("LOGIN {UNIX_USER} wrong"), "NO");
+    assert!(!s.log().contains("auth backend unix:"), "{}", s.log());
+}
+
+/// A system account of its own (with a password), for a test that changes
+/// it.
+fn own_system_account(name: &str, password: &str) {
+    system_account();
+    let exists = Command::new("id")
+        .arg(name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !exists {
+        let st = Command::new("/usr/sbin/useradd")
+            .args(["-M", "-s", "/usr/sbin/nologin", name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "useradd {name} failed");
+    }
+    let mut c = Command::new("/usr/sbin/chpasswd")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{name}:{password}\n").as_bytes())
+        .unwrap();
+    assert!(c.wait().unwrap().success(), "chpasswd failed");
+}
+
+fn set_expiry(user: &str, date: &str) {
+    let st = Command::new("/usr/sbin/usermod")
+        .args(["--expiredate", date, user])
+        .status()
+        .unwrap();
+    assert!(st.success(), "usermod --expiredate {date} {user}");
+}
+
+#[test]
+fn the_auth_cache_never_skips_the_pam_account_check() {
+    const USER: &str = "imspdtestexp";
+    const PASSWORD: &str = "Exp-pw-0815";
+    own_system_account(USER, PASSWORD);
+    set_expiry(USER, "");
+    // The cache on (the default TTL), PAM the backend.
+    let s = Server::builder()
+        .options(&unix_options("imsp.auth.backends N (unix)\n"))
+        .start();
+    s.connect().ok(&format!("LOGIN {USER} {PASSWORD}"));
+    s.connect().ok(&format!("LOGIN {USER} {PASSWORD}"));
+    assert!(log_shows(
+        &s,
+        &format!("{USER} accepted by the unix backend")
+    ));
+    assert!(
+        !s.log()
+            .contains(&format!("{USER} accepted by the auth cache"))
+    );
+    // The account expires: PAM's account check refuses it, however recent
+    // the last success (pam_unix still accepts the password itself).
+    set_expiry(USER, "1970-01-02");
+    let refused = s.connect().fails(&format!("LOGIN {USER} {PASSWORD}"), "NO");
+    set_expiry(USER, "");
+    assert!(refused.contains("Login incorrect"), "{refused}");
+    s.connect().ok(&format!("LOGIN {USER} {PASSWORD}"));
 }
 
 #[test]

@@ -116,6 +116,26 @@ fn debian_package_installs_serves_and_removes() {
         assert!(Path::new(f).is_file(), "{f} not installed");
     }
     let imsp = uid_of("imsp");
+    // imsp joins `sasl` where the group exists (saslauthd's socket); not
+    // `shadow`, as the sample options use no unix backend.
+    let groups = run(Command::new("id").args(["-nG", "imsp"]));
+    let groups = String::from_utf8_lossy(&groups.stdout).to_string();
+    let sasl = Command::new("getent")
+        .args(["group", "sasl"])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert_eq!(
+        groups.split_whitespace().any(|g| g == "sasl"),
+        sasl,
+        "{groups}"
+    );
+    if !guard.had_user {
+        assert!(
+            !groups.split_whitespace().any(|g| g == "shadow"),
+            "{groups}"
+        );
+    }
     let m = std::fs::metadata("/var/imsp").unwrap();
     assert_eq!((m.uid(), m.permissions().mode() & 0o777), (imsp, 0o700));
     if !guard.had_data {

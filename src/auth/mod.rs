@@ -12,6 +12,11 @@
 //!
 //! The first backend that accepts wins; a backend that fails (file
 //! unreadable, daemon down) is logged and the next one is tried.
+//!
+//! The auth cache ([`cache`]) vouches only for successes of the backends
+//! that check nothing but the password (file, unix with method shadow):
+//! PAM and saslauthd are asked every time, so PAM's account check
+//! (expired, locked, access rules) is never skipped.
 
 pub mod cache;
 pub mod file;
@@ -40,6 +45,13 @@ pub trait PasswordBackend {
     /// Check `password` for `user`. An error is a backend failure (file
     /// unreadable, service down), not a refusal.
     fn check(&self, user: &str, password: &[u8]) -> Result<Verdict, String>;
+    /// Whether the auth cache may vouch for this backend's successes: not
+    /// when the backend decides more than the password each time (PAM's
+    /// account check: expired or locked accounts, access rules; saslauthd,
+    /// whose mechanism may run one), which a cached success would skip.
+    fn cacheable(&self) -> bool {
+        true
+    }
 }
 
 /// The backend names `imsp.auth.backends` may list.
@@ -153,7 +165,7 @@ impl Auth {
             match backend.check(user, password) {
                 Ok(Verdict::Accepted) => {
                     crate::log_debug!("{user} accepted by the {name} backend");
-                    if !ttl.is_zero() {
+                    if !ttl.is_zero() && backend.cacheable() {
                         cache::remember(user, &tag, password);
                     }
                     return Verdict::Accepted;
@@ -167,9 +179,14 @@ impl Auth {
 
     /// What the backends store for `user` now, for the auth cache: the
     /// password file line (so a new password misses the cache at once),
-    /// and the backends in use.
+    /// and the backends in use (with the unix method: an entry made by
+    /// the shadow method never serves PAM).
     fn cache_tag(&self, global: &OptionTable, user: &str) -> Vec<u8> {
         let mut tag = self.backend_names(global).join(" ").into_bytes();
+        if let Some(m) = text_option(global, "imsp.auth.unix.method") {
+            tag.push(0);
+            tag.extend_from_slice(m.to_ascii_lowercase().as_bytes());
+        }
         if let Some(e) = self.file_entry(global, user) {
             tag.push(0);
             tag.extend_from_slice(e.line().as_bytes());

@@ -45,6 +45,12 @@ impl PasswordBackend for SaslauthdBackend {
         "saslauthd"
     }
 
+    /// saslauthd's mechanism (PAM's account check, say) decides each time;
+    /// it has a cache of its own (saslauthd -c).
+    fn cacheable(&self) -> bool {
+        false
+    }
+
     fn check(&self, user: &str, password: &[u8]) -> Result<Verdict, String> {
         if password.is_empty() {
             return Ok(Verdict::Rejected);

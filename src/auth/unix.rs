@@ -3,9 +3,12 @@
 //! not wanted (`imsp.auth.unix.method N shadow`), straight from
 //! `/etc/shadow` with the crypt(3) hashes of [`super::hash`].
 //!
-//! Either way the daemon must be able to read the shadow data: run it as
-//! root, or give PAM's helper what it needs. A failed PAM login takes a
-//! while (pam_unix's delay): that is wanted.
+//! Either way the daemon must be able to read the shadow data: as root, or
+//! as a member of group `shadow` (for PAM, pam_unix's helper unix_chkpwd
+//! then reads it even where NoNewPrivileges disables its setgid bit). A
+//! failed PAM login takes a while (pam_unix's delay): that is wanted. PAM
+//! successes are never cached (see [`super::cache`]): the account check
+//! runs at every login.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -61,6 +64,11 @@ fn is_refusal(e: ErrorCode) -> bool {
 impl PasswordBackend for PamBackend {
     fn name(&self) -> &'static str {
         "unix"
+    }
+
+    /// Each login runs PAM's account check too: never cached.
+    fn cacheable(&self) -> bool {
+        false
     }
 
     fn check(&self, user: &str, password: &[u8]) -> Result<Verdict, String> {

@@ -25,6 +25,10 @@ enum Attempt {
     Malformed(String),
 }
 
+/// The security strength factor of every mechanism offered: no security
+/// layer, no TLS underneath.
+const MECHANISM_SSF: i64 = 0;
+
 type Exchange<'c> = dyn FnMut(&[u8]) -> Result<Vec<u8>, ChallengeError> + 'c;
 
 fn text(raw: &[u8]) -> Option<String> {
@@ -32,9 +36,16 @@ fn text(raw: &[u8]) -> Option<String> {
 }
 
 impl Handler<'_> {
-    /// The SASL mechanisms on offer now, as CAPABILITY lists them.
+    /// The SASL mechanisms on offer now, as CAPABILITY lists them. None
+    /// of them has a security layer and IMSP here has no TLS, so each has
+    /// a security strength factor of 0: an `imsp.sasl.minimum_ssf` above 0
+    /// offers none (the LOGIN command stays, as in 1.8), and
+    /// `imsp.sasl.maximum_ssf`, a ceiling, never excludes one.
     pub(super) fn mechanisms(&self) -> Vec<&'static str> {
         let mut m = Vec::new();
+        if self.global().number("imsp.sasl.minimum_ssf").unwrap_or(0) > MECHANISM_SSF {
+            return m;
+        }
         if self.auth.uses_file(self.global()) {
             m.extend(["SCRAM-SHA-256", "CRAM-MD5"]);
         }
@@ -103,7 +114,9 @@ impl Handler<'_> {
     }
 
     /// The credentials were right: log in as `authid`, then act as
-    /// `authzid` if one was asked for (administrators only).
+    /// `authzid` if one was asked for (administrators only). All or
+    /// nothing: every check is made before the session changes, so a NO
+    /// leaves it logged out.
     fn sasl_success(
         &mut self,
         mech: &str,

@@ -150,29 +150,52 @@ impl Handler<'_> {
         Done::ok(text)
     }
 
-    /// May `who` act as `target`? `Ok(view_only)` or the refusal.
+    /// May `who` act as `target`? `Ok(view_only)` or the refusal. A full
+    /// administrator may act as anyone, with full rights; an
+    /// `imsp.admin.bboards` or `imsp.admin.subs` administrator only views,
+    /// and never as a user at a higher administration level than their
+    /// own. `target` must have an IMSP account. Nothing changes here: the
+    /// switch itself is [`Handler::act_as`], which cannot fail.
     pub(super) fn may_act_as(&self, who: &str, target: &str) -> Result<bool, Done> {
-        match self.admin_level(who) {
-            _ if who == target => Ok(false),
-            AdminLevel::All => Ok(false),
-            AdminLevel::Bboards | AdminLevel::Subs => Ok(true),
+        if who == target {
+            return Ok(false);
+        }
+        let mine = self.admin_level(who);
+        let theirs = self.admin_level(target);
+        let refuse = |why: &str| {
+            crate::log_warn!("{who} from {} tried to act as {target}: {why}", self.peer);
+            Err(Done::no(format!(
+                "Permission denied: {who} may not act as {target}"
+            )))
+        };
+        let view_only = match mine {
             AdminLevel::None => {
                 crate::log_warn!(
                     "{who} from {} tried to act as {target}: not an administrator",
                     self.peer
                 );
-                Err(Done::no(format!(
+                return Err(Done::no(format!(
                     "Permission denied: {who} may not act as another user"
-                )))
+                )));
             }
+            AdminLevel::All => false,
+            AdminLevel::Bboards | AdminLevel::Subs if theirs > mine => {
+                return refuse("a higher administration level than theirs");
+            }
+            AdminLevel::Bboards | AdminLevel::Subs => true,
+        };
+        if !self.store.user_exists(target) {
+            return Err(Done::no(format!(
+                "Login failed: {target} has no IMSP account here"
+            )));
         }
+        Ok(view_only)
     }
 
-    /// Switch the session to `target`'s namespace on behalf of `who`.
+    /// Switch the session to `target`'s namespace on behalf of `who`, once
+    /// [`Handler::may_act_as`] allowed it. The session's rights stay those
+    /// of who logged in (`login_user`).
     pub(super) fn act_as(&mut self, who: &str, target: String, view_only: bool) -> Done {
-        if !self.store.user_exists(&target) {
-            return Done::no(format!("Login failed: {target} has no IMSP account here"));
-        }
         if who != target {
             crate::log_admin!(
                 "{who} from {} acts as {target}{}",

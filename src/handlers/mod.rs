@@ -206,9 +206,11 @@ impl<'a> Handler<'a> {
         self.global().list(level).iter().any(|u| u == user)
     }
 
-    /// The logged-in user is a full administrator.
+    /// Who logged in is a full administrator. Rights come from the
+    /// authenticated identity (`login_user`), never from the user an
+    /// administrator acts as.
     pub(crate) fn is_admin(&self) -> bool {
-        self.user
+        self.login_user
             .as_deref()
             .is_some_and(|u| self.listed_in("imsp.admin.all", u))
     }
