@@ -161,6 +161,29 @@ impl Acl {
 
     /// The rights `user` has: their own entry joined with everybody's;
     /// the owner has at least `a`.
+    /// Whether the book is LDAP-backed: USER1 (`1`) for everybody.
+    pub fn is_ldap_backed(&self) -> bool {
+        self.everybody_rights().has('1')
+    }
+
+    /// On an LDAP-backed book, which is read-only, every identifier has
+    /// only lookup, read and the digits (the owner also administer, to
+    /// undo it), so that MYRIGHTS and GETACL tell what may be done. Applied
+    /// to the ACL as read, not to the stored line.
+    pub fn restrict_ldap(&mut self, owner: &str) {
+        if !self.is_ldap_backed() {
+            return;
+        }
+        let kept = Rights::parse_lenient("lr0123456789");
+        for (id, r) in &mut self.entries {
+            *r = r.intersect(kept);
+            if id == owner {
+                *r = r.with('a');
+            }
+        }
+        self.entries.retain(|(_, r)| !r.is_empty());
+    }
+
     pub fn rights_of(&self, owner: &str, user: &str) -> Rights {
         let mut r = self
             .entries
@@ -211,5 +234,19 @@ mod tests {
         acl.set("fred", "anyone", Rights::parse("lr1").unwrap());
         acl.set("fred", "barney", Rights::parse("0").unwrap());
         assert_eq!(acl.everybody_rights().to_string(), "lr1");
+    }
+
+    #[test]
+    fn ldap_backed_books_keep_only_lookup_and_read() {
+        let mut acl = Acl::default_for("fred");
+        acl.set("fred", "barney", Rights::parse("lrwd2").unwrap());
+        acl.set("fred", "wilma", Rights::parse("wc").unwrap());
+        let before = acl.clone();
+        acl.restrict_ldap("fred");
+        assert_eq!(acl, before, "not LDAP-backed: unchanged");
+        acl.set("fred", "anyone", Rights::parse("lrw1").unwrap());
+        acl.restrict_ldap("fred");
+        assert_eq!(acl.encode(), b"fred\tlra\tbarney\tlr2\tanyone\tlr1\t");
+        assert_eq!(acl.rights_of("fred", "barney").to_string(), "lr12");
     }
 }

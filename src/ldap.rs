@@ -18,7 +18,8 @@
 //! imsp.ldap.tls.verify    check the server's certificate (default +)
 //! imsp.ldap.binddn        bind as this DN (default: anonymous)
 //! imsp.ldap.bindpw        its password (must not be empty)
-//! imsp.ldap.timeout       seconds for connecting and for each operation (10)
+//! imsp.ldap.timeout       seconds a command may spend on the directory,
+//!                         connecting, binding and searching (10)
 //! ```
 //!
 //! Searches return full names; a full name that more than one directory
@@ -30,10 +31,11 @@
 //! runtime, made only then.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ldap3::{LdapConn, LdapConnSettings, ResultEntry, Scope, SearchEntry};
 
+use crate::pattern::Pattern;
 use crate::store::abook::Entry;
 use crate::store::options::OptionTable;
 
@@ -287,15 +289,20 @@ pub fn escape_value(v: &[u8]) -> String {
 }
 
 /// An IMSP pattern as an LDAP assertion: its `*` and `%` wildcards become
-/// substring wildcards, everything else is escaped. `None` for the empty
-/// pattern, which no directory value matches.
+/// substring wildcards, everything else is escaped. LDAP has no wildcard
+/// for one character: `?` becomes `*` too, and the values found are
+/// matched against the pattern afterwards (see [`Directory::search_names`]).
+/// `None` for the empty pattern, which no directory value matches.
 pub fn pattern_assertion(attr: &str, pattern: &[u8]) -> Option<String> {
     if pattern.is_empty() {
         return None;
     }
     let mut out = String::new();
     let mut last_star = false;
-    for part in pattern.split(|&b| b == b'*' || b == b'%').enumerate() {
+    for part in pattern
+        .split(|&b| matches!(b, b'*' | b'%' | b'?'))
+        .enumerate()
+    {
         let (i, part) = part;
         if i > 0 && !last_star {
             out.push('*');
@@ -313,7 +320,7 @@ pub fn pattern_assertion(attr: &str, pattern: &[u8]) -> Option<String> {
 pub fn is_unqualified(criteria: &[(String, Vec<u8>)]) -> bool {
     criteria
         .iter()
-        .all(|(_, p)| !p.is_empty() && p.iter().all(|&b| b == b'*' || b == b'%'))
+        .all(|(_, p)| !p.is_empty() && p.iter().all(|&b| matches!(b, b'*' | b'%' | b'?')))
 }
 
 /// The filter of a SEARCHADDRESS: the default filter ANDed with each
@@ -378,10 +385,20 @@ pub enum Fetched {
     Ambiguous(usize),
 }
 
-/// A connection to the directory, for one command.
+/// A connection to the directory, for one command, which must be done
+/// with the directory by `deadline` (the timeout after it connected).
 pub struct Directory<'a> {
     cfg: &'a Config,
     conn: LdapConn,
+    deadline: Instant,
+}
+
+/// The time left until `deadline`; an error once it passed.
+fn left(deadline: Instant, what: &str) -> Result<Duration, LdapError> {
+    match deadline.checked_duration_since(Instant::now()) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(LdapError::Directory(format!("{what}: timeout"))),
+    }
 }
 
 /// How many full names one counting search asks about.
@@ -390,6 +407,7 @@ const COUNT_BATCH: usize = 50;
 impl<'a> Directory<'a> {
     /// Connect (and bind, when configured).
     pub fn connect(cfg: &'a Config) -> Result<Directory<'a>, LdapError> {
+        let deadline = Instant::now() + cfg.timeout;
         let settings = LdapConnSettings::new()
             .set_conn_timeout(cfg.timeout)
             .set_starttls(cfg.tls == Tls::StartTls)
@@ -397,12 +415,16 @@ impl<'a> Directory<'a> {
         let mut conn = LdapConn::with_settings(settings, &cfg.url)
             .map_err(|e| directory(&format!("connecting to {}", cfg.url), e))?;
         if let Some((dn, pw)) = &cfg.bind {
-            conn.with_timeout(cfg.timeout)
+            conn.with_timeout(left(deadline, &format!("binding as {dn}"))?)
                 .simple_bind(dn, pw)
                 .and_then(|r| r.success())
                 .map_err(|e| directory(&format!("binding as {dn}"), e))?;
         }
-        Ok(Directory { cfg, conn })
+        Ok(Directory {
+            cfg,
+            conn,
+            deadline,
+        })
     }
 
     /// Search; a size limit reached on the server gives what came back.
@@ -410,7 +432,7 @@ impl<'a> Directory<'a> {
         let cfg = self.cfg;
         let r = self
             .conn
-            .with_timeout(cfg.timeout)
+            .with_timeout(left(self.deadline, "search")?)
             .search(&cfg.searchbase, cfg.scope, filter, attrs)
             .map_err(|e| directory("search", e))?;
         let (entries, res) = (r.0, r.1);
@@ -439,9 +461,23 @@ impl<'a> Directory<'a> {
             return Ok(Vec::new());
         };
         crate::log_debug!("LDAP search {filter}");
-        let found = self.search(&filter, vec![&cfg.fullnameattr, &cfg.uniqueattr])?;
+        // Criteria with `?`, which the filter widened to `*`: matched
+        // here, as file books match them (`%` like `*`, case-insensitive).
+        let exact: Vec<(&str, Pattern)> = criteria
+            .iter()
+            .filter(|(_, p)| p.contains(&b'?'))
+            .filter_map(|(f, p)| Some((cfg.attr_of(f)?, Pattern::flat(p, true))))
+            .collect();
+        let mut attrs = vec![cfg.fullnameattr.as_str(), cfg.uniqueattr.as_str()];
+        attrs.extend(exact.iter().map(|(a, _)| *a));
+        let found = self.search(&filter, attrs)?;
         let hits: Vec<(Vec<u8>, Option<Vec<u8>>)> = found
             .iter()
+            .filter(|e| {
+                exact
+                    .iter()
+                    .all(|(a, p)| values(e, a).iter().any(|v| p.matches(v)))
+            })
             .filter_map(|e| Some((first(e, &cfg.fullnameattr)?, first(e, &cfg.uniqueattr))))
             .collect();
         // How many directory entries carry each full name.
@@ -495,6 +531,7 @@ impl<'a> Directory<'a> {
     /// mapped fields of its entry, named as asked without the suffix.
     pub fn fetch(&mut self, name: &[u8]) -> Result<Fetched, LdapError> {
         let cfg = self.cfg;
+        let suffixed = split_unique(cfg, name).is_some();
         let (shown, filter) = match split_unique(cfg, name) {
             Some((plain, u)) => (
                 plain,
@@ -522,14 +559,19 @@ impl<'a> Directory<'a> {
             .attrmap
             .iter()
             .filter_map(|(_, a)| a.as_deref())
+            .chain(std::iter::once(cfg.fullnameattr.as_str()))
             .collect();
         attrs.sort_unstable_by_key(|a| a.to_ascii_lowercase());
         attrs.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
-        if attrs.is_empty() {
-            // Ask for no attributes rather than all.
-            attrs.push("1.1");
+        let mut found = self.search(&filter, attrs)?;
+        // `Name[uid:x]` is the entry x only if it is named Name.
+        if suffixed {
+            found.retain(|e| {
+                values(e, &cfg.fullnameattr)
+                    .iter()
+                    .any(|v| v.eq_ignore_ascii_case(shown))
+            });
         }
-        let found = self.search(&filter, attrs)?;
         let e = match found.len() {
             0 => return Ok(Fetched::NotFound),
             1 => &found[0],
@@ -583,6 +625,7 @@ mod tests {
         assert_eq!(pattern_assertion("cn", b"*son*").unwrap(), "(cn=*son*)");
         assert_eq!(pattern_assertion("cn", b"**").unwrap(), "(cn=*)");
         assert_eq!(pattern_assertion("cn", b"a**b%c").unwrap(), "(cn=a*b*c)");
+        assert_eq!(pattern_assertion("cn", b"J?hn*").unwrap(), "(cn=J*hn*)");
         assert_eq!(
             pattern_assertion("cn", b"*)(uid=*").unwrap(),
             "(cn=*\\29\\28uid=*)"
@@ -621,6 +664,7 @@ mod tests {
         assert!(is_unqualified(&[]));
         assert!(is_unqualified(&crit("name", "*")));
         assert!(is_unqualified(&crit("email", "%*")));
+        assert!(is_unqualified(&crit("email", "?*")));
         assert!(!is_unqualified(&crit("name", "a*")));
         assert!(!is_unqualified(&crit("name", "")));
     }

@@ -395,3 +395,435 @@ fn a_repeated_search_sees_what_another_session_stored() {
         vec!["* SEARCHADDRESS \"Betty Rubble\""]
     );
 }
+
+/// Run `a` and `b` at the same moment in two sessions of fred, `rounds`
+/// times, each round after `setup` (in a third session); `check` gets both
+/// replies and the server.
+fn race(
+    s: &Server,
+    rounds: usize,
+    setup: &[&str],
+    a: &[&str],
+    b: &[&str],
+    mut check: impl FnMut(&Server, &mut Client, &[common::Reply], &[common::Reply]),
+) {
+    let mut admin = s.login("fred");
+    let mut ca = s.login("fred");
+    let mut cb = s.login("fred");
+    for _ in 0..rounds {
+        for cmd in setup {
+            admin.cmd(cmd);
+        }
+        let barrier = std::sync::Barrier::new(2);
+        let run = |c: &mut Client, cmds: &[&str]| {
+            barrier.wait();
+            cmds.iter().map(|cmd| c.cmd(cmd)).collect::<Vec<_>>()
+        };
+        let (ra, rb) = std::thread::scope(|sc| {
+            let ta = sc.spawn(|| run(&mut ca, a));
+            let tb = sc.spawn(|| run(&mut cb, b));
+            (ta.join().unwrap(), tb.join().unwrap())
+        });
+        check(s, &mut admin, &ra, &rb);
+    }
+}
+
+#[test]
+fn a_rename_never_replaces_a_book_created_meanwhile() {
+    let s = Server::start();
+    let mut both = 0;
+    race(
+        &s,
+        40,
+        &[
+            "DELETEADDRESSBOOK fred.a",
+            "DELETEADDRESSBOOK fred.b",
+            "CREATEADDRESSBOOK fred.a",
+            "STOREADDRESS fred.a Old email old",
+        ],
+        &["RENAMEADDRESSBOOK fred.a fred.b"],
+        &[
+            "CREATEADDRESSBOOK fred.b",
+            "STOREADDRESS fred.b Keep email k",
+        ],
+        |_, c, ra, rb| {
+            let (renamed, created) = (ra[0].status() == "OK", rb[0].status() == "OK");
+            if renamed && created {
+                both += 1;
+            }
+            if created && rb[1].status() == "OK" {
+                assert_eq!(
+                    c.ok("SEARCHADDRESS fred.b name Keep").len(),
+                    1,
+                    "entry lost"
+                );
+            }
+            if !created {
+                assert!(
+                    rb[0].tagged().contains("already exists"),
+                    "{}",
+                    rb[0].tagged()
+                );
+            }
+        },
+    );
+    assert_eq!(
+        both, 0,
+        "a rename and a create of the same name both succeeded"
+    );
+}
+
+#[test]
+fn a_book_deleted_meanwhile_is_not_renamed() {
+    let s = Server::start();
+    race(
+        &s,
+        40,
+        &[
+            "DELETEADDRESSBOOK fred.b",
+            "CREATEADDRESSBOOK fred.a",
+            "STOREADDRESS fred.a Old email old",
+        ],
+        &["RENAMEADDRESSBOOK fred.a fred.b"],
+        &["DELETEADDRESSBOOK fred.a"],
+        |s, c, ra, rb| {
+            let (renamed, deleted) = (ra[0].status() == "OK", rb[0].status() == "OK");
+            assert!(
+                renamed != deleted,
+                "{:?} {:?}",
+                ra[0].tagged(),
+                rb[0].tagged()
+            );
+            if renamed {
+                assert_eq!(c.ok("SEARCHADDRESS fred.b").len(), 1);
+            } else {
+                assert!(
+                    ra[0].tagged().contains("does not exist"),
+                    "{}",
+                    ra[0].tagged()
+                );
+                assert!(!s.read("user/fred/abooks").contains("fred.b"));
+            }
+        },
+    );
+}
+
+#[test]
+fn a_store_or_setacl_racing_a_delete_leaves_nothing_behind() {
+    let s = Server::start();
+    race(
+        &s,
+        40,
+        &["CREATEADDRESSBOOK fred.a"],
+        &[
+            "STOREADDRESS fred.a X email x",
+            "SETACL ADDRESSBOOK fred.a barney lr",
+        ],
+        &["DELETEADDRESSBOOK fred.a"],
+        |s, _, ra, rb| {
+            assert_eq!(rb[0].status(), "OK");
+            for r in ra {
+                if r.status() != "OK" {
+                    assert!(r.tagged().contains("does not exist"), "{}", r.tagged());
+                }
+            }
+            assert!(
+                !s.path("user/fred/abook.fred.a").exists(),
+                "an entry was stored into a deleted book"
+            );
+            assert!(
+                !s.path("abooks").exists() || !s.read("abooks").contains("fred.a"),
+                "an ACL is left for a deleted book"
+            );
+        },
+    );
+}
+
+#[test]
+fn racing_stores_cannot_both_spend_the_last_of_the_quota() {
+    let s = Server::builder()
+        .options(&common::DEFAULT_OPTIONS.replace("imsp.user.quota R 1000", "imsp.user.quota R 1"))
+        .start();
+    let (x, y) = (
+        format!("STOREADDRESS fred X notes {}", "x".repeat(700)),
+        format!("STOREADDRESS fred.a Y notes {}", "y".repeat(700)),
+    );
+    race(
+        &s,
+        30,
+        &[
+            "DELETEADDRESS fred X",
+            "DELETEADDRESS fred.a Y",
+            "CREATEADDRESSBOOK fred.a",
+        ],
+        &[&x],
+        &[&y],
+        |s, _, ra, rb| {
+            assert!(
+                ra[0].status() != "OK" || rb[0].status() != "OK",
+                "both stores passed a quota only one fits in"
+            );
+            assert!(ra[0].status() == "OK" || rb[0].status() == "OK");
+            assert!(
+                s.read("user/fred/options")
+                    .contains("imsp.user.quota.usage R 705\n")
+            );
+        },
+    );
+}
+
+#[test]
+fn create_and_rename_do_not_reveal_a_hidden_book() {
+    let s = Server::start();
+    let mut f = s.login("fred");
+    let mut b = s.login("barney");
+    f.ok("CREATEADDRESSBOOK fred.secret");
+    f.ok("CREATEADDRESSBOOK fred.shared");
+    let text = |t: String| t.split_once(' ').unwrap().1.to_string();
+    // No create right on fred's default book: the same NO whether the
+    // name is taken or not.
+    assert_eq!(
+        text(b.fails("CREATEADDRESSBOOK fred.secret", "NO")).replace("secret", "X"),
+        text(b.fails("CREATEADDRESSBOOK fred.nosuch", "NO")).replace("nosuch", "X")
+    );
+    f.ok("SETACL ADDRESSBOOK fred.shared barney lrd");
+    assert_eq!(
+        text(b.fails("RENAMEADDRESSBOOK fred.shared fred.secret", "NO")).replace("secret", "X"),
+        text(b.fails("RENAMEADDRESSBOOK fred.shared fred.nosuch", "NO")).replace("nosuch", "X")
+    );
+    // Without d, neither delete nor rename.
+    f.ok("SETACL ADDRESSBOOK fred.shared barney lrwc");
+    f.ok("SETACL ADDRESSBOOK fred barney lrc");
+    for cmd in [
+        "DELETEADDRESSBOOK fred.shared",
+        "RENAMEADDRESSBOOK fred.shared fred.other",
+    ] {
+        let t = b.fails(cmd, "NO");
+        assert!(
+            t.contains("Permission denied") && t.contains("delete"),
+            "{t}"
+        );
+    }
+    assert_eq!(f.ok("ADDRESSBOOK fred.*").len(), 2);
+    // With d (and c on the default book): renamed.
+    f.ok("SETACL ADDRESSBOOK fred.shared barney lrd");
+    assert!(
+        b.fails("RENAMEADDRESSBOOK fred.shared fred.secret", "NO")
+            .contains("already exists")
+    );
+    b.ok("RENAMEADDRESSBOOK fred.shared fred.other");
+    b.ok("DELETEADDRESSBOOK fred.other");
+    assert_eq!(
+        f.ok("ADDRESSBOOK fred.*"),
+        vec!["* ADDRESSBOOK () \".\" fred.secret"]
+    );
+}
+
+#[test]
+fn percent_has_no_hierarchy_in_entries_and_question_mark_is_one_character() {
+    let s = Server::start();
+    let mut c = s.login("fred");
+    c.ok("STOREADDRESS fred \"Mr. J. Smith\" email j.smith@bedrock.org");
+    barney(&mut c);
+    // Entry names and values have no hierarchy: `%` is `*` there.
+    assert_eq!(
+        c.ok("SEARCHADDRESS fred name \"Mr. %\""),
+        vec!["* SEARCHADDRESS \"Mr. J. Smith\""]
+    );
+    assert_eq!(
+        c.ok("SEARCHADDRESS fred email %@bedrock.org"),
+        vec!["* SEARCHADDRESS \"Mr. J. Smith\""]
+    );
+    // `?` is one character (the draft's list_wildcards; 1.8 did this).
+    assert_eq!(
+        c.ok("SEARCHADDRESS fred name B?rney*"),
+        vec!["* SEARCHADDRESS \"Barney Rubble\""]
+    );
+    assert!(c.ok("SEARCHADDRESS fred name B?rney").is_empty());
+    assert_eq!(c.ok("SEARCHADDRESS fred phone ???").len(), 1);
+    // Book names keep their hierarchy.
+    c.ok("CREATEADDRESSBOOK fred.work");
+    c.ok("CREATEADDRESSBOOK fred.work.old");
+    assert_eq!(
+        c.ok("ADDRESSBOOK fred.%"),
+        vec!["* ADDRESSBOOK () \".\" fred.work"]
+    );
+    assert_eq!(
+        c.ok("ADDRESSBOOK fred.w?rk"),
+        vec!["* ADDRESSBOOK () \".\" fred.work"]
+    );
+    assert!(c.ok("ADDRESSBOOK fred?work").is_empty());
+    // GET too (1.8: `GET fred.tes?` found `fred.test`).
+    c.ok("SET fred.test \"hello world\"");
+    assert_eq!(
+        c.ok("GET fred.tes?"),
+        vec!["* OPTION fred.test \"hello world\" [READ-WRITE]"]
+    );
+}
+
+#[test]
+fn book_names_are_case_insensitive_as_in_1_8() {
+    let s = Server::start();
+    let mut f = s.login("fred");
+    // 1.8 stored `CREATEADDRESSBOOK Fred.Upper` as `fred.upper`.
+    f.ok("CREATEADDRESSBOOK FRED.Work");
+    assert_eq!(s.read("user/fred/abooks"), "fred \nfred.work \n");
+    assert!(s.path("user/fred/abook.fred.work").exists());
+    assert!(!s.path("user/FRED").exists());
+    assert!(
+        f.fails("CREATEADDRESSBOOK Fred.work", "NO")
+            .contains("already exists")
+    );
+    assert_eq!(
+        f.ok("STOREADDRESS FRED.WORK Boss email boss@slate"),
+        vec!["* FETCHADDRESS fred.work Boss email boss@slate"]
+    );
+    // 1.8 served `FETCHADDRESS FRED.WORK`.
+    assert_eq!(
+        f.ok("FETCHADDRESS FRED.WORK Boss"),
+        vec!["* FETCHADDRESS fred.work Boss email boss@slate"]
+    );
+    f.ok("STOREADDRESS FRED x email y");
+    assert_eq!(f.ok("SEARCHADDRESS Fred").len(), 1);
+    assert_eq!(
+        f.ok("ADDRESSBOOK FRED.*"),
+        vec!["* ADDRESSBOOK () \".\" fred.work"]
+    );
+    assert_eq!(f.ok("ADDRESSBOOK F*").len(), 2);
+    assert_eq!(
+        f.ok("MYRIGHTS ADDRESSBOOK FRED"),
+        vec!["* MYRIGHTS ADDRESSBOOK FRED lrswipcda"]
+    );
+    f.ok("SETACL ADDRESSBOOK FRED.WORK barney lr");
+    assert_eq!(
+        s.read("abooks"),
+        "fred.work fred\tlrswipcda\tbarney\tlr\t\n"
+    );
+    let mut b = s.login("barney");
+    assert_eq!(b.ok("SEARCHADDRESS Fred.Work").len(), 1);
+    f.ok("RENAMEADDRESSBOOK FRED.WORK Fred.Job");
+    assert_eq!(s.read("user/fred/abooks"), "fred \nfred.job \n");
+    assert_eq!(s.read("abooks"), "fred.job fred\tlrswipcda\tbarney\tlr\t\n");
+    f.ok("DELETEADDRESSBOOK FRED.JOB");
+    assert_eq!(s.read("user/fred/abooks"), "fred \n");
+    assert!(!s.path("user/FRED").exists());
+}
+
+/// Log in as `user` and return the session with its server process.
+fn login_with_pid(s: &Server, user: &str) -> (Client, u32) {
+    let before: Vec<u32> = common::children_of(s.pid()).iter().map(|c| c.0).collect();
+    let c = s.login(user);
+    let new: Vec<u32> = common::children_of(s.pid())
+        .iter()
+        .map(|c| c.0)
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(new.len(), 1, "one new session process: {new:?}");
+    (c, new[0])
+}
+
+#[test]
+fn entry_locks_between_users_after_a_switch_and_a_kill() {
+    let s = Server::start();
+    let mut f = s.login("fred");
+    barney(&mut f);
+    f.ok("SETACL ADDRESSBOOK fred barney lrw");
+    // Two users: the second is refused, told who holds it.
+    f.ok("LOCK ADDRESSBOOK fred \"Barney Rubble\"");
+    let (mut b, bpid) = login_with_pid(&s, "barney");
+    assert!(
+        b.fails("LOCK ADDRESSBOOK fred \"Barney Rubble\"", "NO")
+            .ends_with(
+                "NO [LOCKED] addressbook entry 'Barney Rubble' already locked by fred@127.0.0.1"
+            )
+    );
+    // A session may release its own lock after losing the right to write.
+    b.ok("LOCK ADDRESSBOOK fred Wilma");
+    f.ok("SETACL ADDRESSBOOK fred barney lr");
+    b.ok("UNLOCK ADDRESSBOOK fred Wilma");
+    f.ok("LOCK ADDRESSBOOK fred Wilma");
+    f.ok("UNLOCK ADDRESSBOOK fred Wilma");
+    b.fails("UNLOCK ADDRESSBOOK fred \"Barney Rubble\"", "NO");
+
+    // After an administrator's second LOGIN the holder is the acting user.
+    let mut a = s.login("admin");
+    a.ok("LOCK ADDRESSBOOK fred Early");
+    a.ok("LOGIN fred \"\"");
+    a.ok("LOCK ADDRESSBOOK fred Late");
+    assert!(
+        f.fails("LOCK ADDRESSBOOK fred Late", "NO")
+            .ends_with("already locked by fred@127.0.0.1")
+    );
+    a.ok("UNLOCK ADDRESSBOOK fred Early");
+
+    // A lock held by a killed session is released.
+    f.ok("SETACL ADDRESSBOOK fred barney lrw");
+    b.ok("LOCK ADDRESSBOOK fred Pebbles");
+    f.fails("LOCK ADDRESSBOOK fred Pebbles", "NO");
+    unsafe { libc::kill(bpid as i32, libc::SIGKILL) };
+    drop(b);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while f.cmd("LOCK ADDRESSBOOK fred Pebbles").status() != "OK" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lock of a killed session not released"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn deleteacl_needs_administer_and_anonymous_is_everybody() {
+    let s = Server::start();
+    let mut f = s.login("fred");
+    let mut b = s.login("barney");
+    barney(&mut f);
+    f.ok("SETACL ADDRESSBOOK fred barney lrw");
+    for cmd in [
+        "DELETEACL ADDRESSBOOK fred barney",
+        "DELETEACL ADDRESSBOOK fred fred",
+    ] {
+        assert!(b.fails(cmd, "NO").contains("Permission denied"), "{cmd}");
+    }
+    assert!(s.read("abooks").contains("barney\tlrw\t"));
+    // `anonymous`, like `anyone`, is everybody.
+    f.ok("DELETEACL ADDRESSBOOK fred barney");
+    b.fails("SEARCHADDRESS fred", "NO");
+    f.ok("SETACL ADDRESSBOOK fred anonymous lr");
+    assert_eq!(s.read("abooks"), "fred fred\tlrswipcda\tanonymous\tlr\t\n");
+    assert_eq!(
+        b.ok("MYRIGHTS ADDRESSBOOK fred"),
+        vec!["* MYRIGHTS ADDRESSBOOK fred lr"]
+    );
+    assert_eq!(b.ok("SEARCHADDRESS fred").len(), 1);
+    assert!(
+        b.fails("DELETEACL ADDRESSBOOK fred anonymous", "NO")
+            .contains("Permission denied")
+    );
+    f.ok("DELETEACL ADDRESSBOOK fred anonymous");
+    b.fails("SEARCHADDRESS fred", "NO");
+}
+
+#[test]
+fn quota_is_the_owners_when_another_user_stores() {
+    let s = Server::builder()
+        .options(&common::DEFAULT_OPTIONS.replace("imsp.user.quota R 1000", "imsp.user.quota R 1"))
+        .start();
+    let mut f = s.login("fred");
+    let mut b = s.login("barney");
+    f.ok("SETACL ADDRESSBOOK fred barney lrw");
+    b.ok(&format!("STOREADDRESS fred X notes {}", "x".repeat(600)));
+    assert!(
+        s.read("user/fred/options")
+            .contains("imsp.user.quota.usage R 605\n")
+    );
+    let barneys = s.path("user/barney/options");
+    assert!(!barneys.exists() || !s.read("user/barney/options").contains("usage R 6"));
+    // fred's quota is what limits it, though barney uses nothing.
+    let t = b.fails(
+        &format!("STOREADDRESS fred Y notes {}", "y".repeat(600)),
+        "NO",
+    );
+    assert!(t.contains("quota"), "{t}");
+    b.ok(&format!("STOREADDRESS barney Y notes {}", "y".repeat(600)));
+}

@@ -93,14 +93,21 @@ fn setacl_user1_makes_a_book_ldap_backed_and_read_only() {
     let mut c = s.login("fred");
     c.ok("CREATEADDRESSBOOK fred.directory");
     c.ok("STOREADDRESS fred.directory \"Local Only\" email local@example.org");
-    // USER1 for anyone keeps only lookup and read (and the digits).
+    c.ok("SETACL ADDRESSBOOK fred.directory barney lrwd2");
+    // USER1 for anyone keeps only lookup and read (and the digits), for
+    // every identifier (the owner also keeps administer).
     c.ok("SETACL ADDRESSBOOK fred.directory anyone lrswicd1");
     assert_eq!(
         c.ok("GETACL ADDRESSBOOK fred.directory"),
         vec![
-            "* ACL ADDRESSBOOK fred.directory fred lrswipcda",
+            "* ACL ADDRESSBOOK fred.directory fred lra",
+            "* ACL ADDRESSBOOK fred.directory barney lr2",
             "* ACL ADDRESSBOOK fred.directory anyone lr1"
         ]
+    );
+    assert_eq!(
+        c.ok("MYRIGHTS ADDRESSBOOK fred.directory"),
+        vec!["* MYRIGHTS ADDRESSBOOK fred.directory lra1"]
     );
     assert!(s.read("abooks").contains("anyone\tlr1\t"));
     // Digits for someone else do not make a book LDAP-backed nor strip rights.
@@ -118,7 +125,7 @@ fn setacl_user1_makes_a_book_ldap_backed_and_read_only() {
     let mut b = s.login("barney");
     assert_eq!(
         b.ok("MYRIGHTS ADDRESSBOOK fred.directory"),
-        vec!["* MYRIGHTS ADDRESSBOOK fred.directory lr1"]
+        vec!["* MYRIGHTS ADDRESSBOOK fred.directory lr12"]
     );
     assert_eq!(
         search(&mut b, "SEARCHADDRESS fred.directory"),
@@ -136,13 +143,26 @@ fn setacl_user1_makes_a_book_ldap_backed_and_read_only() {
     let t = c.fails("DELETEADDRESS fred.directory \"Local Only\"", "NO");
     assert!(t.contains("read-only"), "{t}");
     let t = b.fails("STOREADDRESS fred.directory \"New One\" email x@y", "NO");
+    assert!(t.contains("read-only"), "{t}");
+    let t = b.fails("DELETEADDRESSBOOK fred.directory", "NO");
     assert!(t.contains("Permission denied"), "{t}");
+    // LOCK is a write: refused, for the owner and an administrator too.
+    let mut admin = s.login("admin");
+    for cl in [&mut c, &mut admin] {
+        let t = cl.fails("LOCK ADDRESSBOOK fred.directory \"Mary Jackson\"", "NO");
+        assert!(t.contains("read-only"), "{t}");
+    }
+    assert!(!s.path("user/fred/alock").exists() || !s.read("user/fred/alock").contains("Mary"));
     assert_eq!(s.read("user/fred/abook.fred.directory"), before);
     // Other books are not affected.
     c.ok("STOREADDRESS fred \"Barney Rubble\" email barney@bedrock");
 
-    // Taking USER1 away brings the file's entries back.
+    // Taking USER1 away brings the file's entries back, and the rights.
     c.ok("DELETEACL ADDRESSBOOK fred.directory anyone");
+    assert_eq!(
+        b.ok("MYRIGHTS ADDRESSBOOK fred.directory"),
+        vec!["* MYRIGHTS ADDRESSBOOK fred.directory lrwd2"]
+    );
     assert_eq!(
         search(&mut c, "SEARCHADDRESS fred.directory name *"),
         vec!["Local Only"]
@@ -452,4 +472,108 @@ fn bind_dn_and_configuration_errors() {
     let mut c = directory_book(&s, "lr1");
     let t = c.fails("SEARCHADDRESS fred.directory name M*", "NO");
     assert!(t.contains("imsp.ldap.host is not set"), "{t}");
+}
+
+#[test]
+fn a_unique_suffix_must_name_an_entry_of_that_full_name() {
+    let slapd = Slapd::start();
+    let s = server(&slapd);
+    let mut c = directory_book(&s, "lr1");
+    // anderson1 is John Anderson, not Mary Jackson.
+    let r = c.cmd("FETCHADDRESS fred.directory \"Mary Jackson[uid:anderson1]\"");
+    assert_eq!(r.status(), "NO", "{:?}", r.lines);
+    assert!(r.untagged().is_empty(), "{:?}", r.untagged());
+    assert!(
+        r.tagged()
+            .ends_with("NO entry 'Mary Jackson[uid:anderson1]' not found"),
+        "{}",
+        r.tagged()
+    );
+    // The full name is compared without regard to case, as LDAP does.
+    assert_eq!(
+        c.ok("FETCHADDRESS fred.directory \"john anderson[uid:anderson1]\"")
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn question_mark_matches_one_character_in_directory_searches() {
+    let slapd = Slapd::start();
+    let s = server(&slapd);
+    let mut c = directory_book(&s, "lr1");
+    assert_eq!(
+        search(&mut c, "SEARCHADDRESS fred.directory name J?hn*"),
+        vec![
+            "John Anderson[uid:anderson1]",
+            "John Anderson[uid:anderson2]"
+        ]
+    );
+    // J?n* is not J*n*: no "John Anderson".
+    assert!(search(&mut c, "SEARCHADDRESS fred.directory name J?n*").is_empty());
+    assert_eq!(
+        search(&mut c, "SEARCHADDRESS fred.directory email ????.jackson@*"),
+        vec!["Mary Jackson"]
+    );
+    // `%` has no hierarchy here either.
+    assert_eq!(
+        search(
+            &mut c,
+            "SEARCHADDRESS fred.directory email %.jackson@example.org"
+        ),
+        vec!["Mary Jackson"]
+    );
+}
+
+/// A TCP proxy to `port` that holds each answer of the server for
+/// `delay`: a directory that answers every operation, slowly.
+fn slow_proxy(port: u16, delay: Duration) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let me = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in l.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                continue;
+            };
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_in, &mut s_out);
+            });
+            let (mut s_in, mut c_out) = (server, client);
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = s_in.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    std::thread::sleep(delay);
+                    if c_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    me
+}
+
+#[test]
+fn the_timeout_bounds_the_whole_command() {
+    let slapd = Slapd::start();
+    // Every answer takes 1.2 s, under the 2 s timeout; a fetch of four
+    // names is four searches.
+    let port = slow_proxy(slapd.port, Duration::from_millis(1200));
+    let s = server_with(&format!("127.0.0.1:{port}"), &[]);
+    let mut c = directory_book(&s, "lr1");
+    let t0 = Instant::now();
+    let r = c.cmd(
+        "FETCHADDRESS fred.directory \"Mary Jackson\" \"Ann Nomail\" \
+         \"John Anderson[uid:anderson1]\" \"John Anderson[uid:anderson2]\"",
+    );
+    let took = t0.elapsed();
+    assert_eq!(r.status(), "NO", "{:?}", r.lines);
+    assert!(r.tagged().contains("is unavailable"), "{}", r.tagged());
+    assert!(took < Duration::from_millis(3500), "took {took:?}");
+    c.ok("NOOP");
 }

@@ -113,7 +113,8 @@ impl Handler<'_> {
     }
 
     fn list_books(&mut self, pattern: &[u8]) -> Result<Vec<String>, Done> {
-        let pat = Pattern::new(pattern, false);
+        // Book names are case-insensitive.
+        let pat = Pattern::new(pattern, true);
         let user = self.user.clone().expect("logged in");
         let shared = self.store.books_with_acl()?;
         let mut owners: BTreeSet<String> = shared
@@ -125,16 +126,16 @@ impl Handler<'_> {
             // An administrator also sees the books of the owner the pattern names.
             let lit: Vec<u8> = pattern
                 .iter()
-                .take_while(|&&b| b != b'*' && b != b'%')
+                .take_while(|&&b| !matches!(b, b'*' | b'%' | b'?'))
                 .copied()
                 .collect();
             let lit = String::from_utf8_lossy(&lit).into_owned();
             let owner = owner_of(&lit);
-            if !owner.is_empty()
-                && names::check_book(owner.as_bytes()).is_ok()
-                && self.store.user_exists(owner)
-            {
-                owners.insert(owner.to_string());
+            if !owner.is_empty() && names::check_book(owner.as_bytes()).is_ok() {
+                let owner = self.store.owner_spelled(owner);
+                if self.store.user_exists(&owner) {
+                    owners.insert(owner);
+                }
             }
         }
         let mut books = BTreeSet::new();
@@ -157,23 +158,23 @@ impl Handler<'_> {
 
     pub(super) fn create_book(&mut self, raw: &[u8]) -> Done {
         let book = match names::check_book(raw) {
-            Ok(b) => abook::new_book_name(&b),
+            Ok(b) => self.store.new_book_name(&b),
             Err(e) => return e.into(),
         };
         let r = (|| {
-            if self.store.book_exists(&book)? {
-                return Err(Done::no(format!("address book '{book}' already exists")));
-            }
             let owner = owner_of(&book).to_string();
             if names::check_book(owner.as_bytes()).is_err() {
                 return Err(Done::no(format!("Invalid address book name '{book}'")));
             }
+            // The right first: whether a book the user may not create
+            // exists is not told.
             if !self.rights_on(&owner)?.has('c') {
                 return Err(Done::no(format!(
                     "User '{}' not permitted to create address book '{book}'",
                     self.user.as_deref().unwrap_or("")
                 )));
             }
+            // Refused by the store when the book exists.
             self.store.create_book(&book)?;
             Ok(())
         })();
@@ -201,7 +202,7 @@ impl Handler<'_> {
     pub(super) fn rename_book(&mut self, old: &[u8], new: &[u8]) -> Done {
         let r = (|| {
             let old = self.need_book(old, 'd')?;
-            let new = abook::new_book_name(&names::check_book(new)?);
+            let new = self.store.new_book_name(&names::check_book(new)?);
             if owner_of(&old) == old || owner_of(&new) == new {
                 return Err(Done::no("The default address book cannot be renamed"));
             }
@@ -210,15 +211,14 @@ impl Handler<'_> {
                     "An address book keeps its owner: the new name must start with the same user",
                 ));
             }
-            if self.store.book_exists(&new)? {
-                return Err(Done::no(format!("address book '{new}' already exists")));
-            }
             if !self.rights_on(owner_of(&new))?.has('c') {
                 return Err(Done::no(format!(
                     "User '{}' not permitted to create address book '{new}'",
                     self.user.as_deref().unwrap_or("")
                 )));
             }
+            // The store refuses, under the owner's guard, a book gone
+            // meanwhile and a new name taken.
             self.store.rename_book(&old, &new)?;
             Ok(())
         })();
@@ -248,7 +248,8 @@ impl Handler<'_> {
         let mut by_name = Vec::new();
         let mut by_field = Vec::new();
         for (f, p) in criteria {
-            let pat = Pattern::new(p, true);
+            // Entry names and values have no hierarchy: `%` is `*`.
+            let pat = Pattern::flat(p, true);
             if f.eq_ignore_ascii_case("name") {
                 by_name.push(pat);
             } else {
@@ -318,8 +319,7 @@ impl Handler<'_> {
             return Done::bad(format!("The field '{f}' is reserved for the entry name"));
         }
         let r = (|| {
-            let book = self.need_book(raw, 'w')?;
-            self.refuse_ldap_writes(&book)?;
+            let book = self.writable_book(raw)?;
             let quota = self.quota_of(owner_of(&book))?;
             let e = self.store.store_entry(&book, name, fields, quota)?;
             Ok((book, e))
@@ -335,8 +335,7 @@ impl Handler<'_> {
 
     pub(super) fn delete_address(&mut self, raw: &[u8], name: &[u8]) -> Done {
         let r = (|| {
-            let book = self.need_book(raw, 'w')?;
-            self.refuse_ldap_writes(&book)?;
+            let book = self.writable_book(raw)?;
             if !self.store.delete_entry(&book, name)? {
                 return Err(Done::no(format!(
                     "entry '{}' not found",
@@ -368,6 +367,30 @@ impl Handler<'_> {
             Some(r) => Readable::Ldap(book, r),
             None => Readable::File(book),
         })
+    }
+
+    /// A book the user may write (`w`) in: not LDAP-backed. A user with
+    /// some right on an LDAP-backed book (where nobody keeps `w`) is told
+    /// it is read-only.
+    pub(super) fn writable_book(&mut self, raw: &[u8]) -> Result<String, Done> {
+        let book = match self.need_book(raw, 'w') {
+            Ok(b) => b,
+            Err(d) => {
+                let seen = names::check_book(raw)
+                    .ok()
+                    .map(|b| self.book_rights(&b))
+                    .transpose()?
+                    .flatten();
+                if let Some((book, r)) = seen
+                    && !r.is_empty()
+                {
+                    self.refuse_ldap_writes(&book)?;
+                }
+                return Err(d);
+            }
+        };
+        self.refuse_ldap_writes(&book)?;
+        Ok(book)
     }
 
     fn refuse_ldap_writes(&mut self, book: &str) -> Result<(), Done> {

@@ -59,7 +59,8 @@ impl Handler<'_> {
     }
 
     fn lock_entry(&mut self, raw: &[u8], name: &[u8], out: &mut dyn Output) -> Done {
-        let book = match self.need_book(raw, 'w') {
+        // As a write: refused on LDAP-backed (read-only) books.
+        let book = match self.writable_book(raw) {
             Ok(b) => b,
             Err(d) => return d,
         };
@@ -91,11 +92,24 @@ impl Handler<'_> {
     }
 
     fn unlock_entry(&mut self, raw: &[u8], name: &[u8]) -> Done {
-        let book = match self.need_book(raw, 'w') {
-            Ok(b) => b,
-            Err(d) => return d,
+        // A session may always release its own lock, whatever its rights
+        // now (and only its own: no right is needed, nothing is told).
+        let shown = String::from_utf8_lossy(raw).into_owned();
+        let Ok(book) = crate::store::names::check_book(raw) else {
+            return Done::no(format!("ADDRESSBOOK '{shown}' does not exist"));
+        };
+        let book = match self.store.resolve_book(&book) {
+            Ok(Some(b)) => b,
+            Ok(None) => self.store.new_book_name(&book),
+            Err(e) => return e.into(),
         };
         let owner = owner_of(&book).to_string();
+        if !self.store.user_exists(&owner) {
+            return Done::no(format!(
+                "addressbook entry '{}' not locked by current client",
+                String::from_utf8_lossy(name)
+            ));
+        }
         let holder = self.holder();
         match self
             .store
@@ -111,16 +125,20 @@ impl Handler<'_> {
     }
 
     /// This session as a lock holder (made at its first lock: it reads the
-    /// process's start time).
+    /// process's start time), named as the user it now acts as (after an
+    /// administrator's second LOGIN, that user). Locks are the session's
+    /// whatever the name: they are matched by process.
     fn holder(&mut self) -> Holder {
         let who = format!(
             "{}@{}",
             self.user.as_deref().unwrap_or(""),
             self.peer_host()
         );
-        self.holder
-            .get_or_insert_with(|| Holder::this_process(who))
-            .clone()
+        let h = self
+            .holder
+            .get_or_insert_with(|| Holder::this_process(who.clone()));
+        h.who = who;
+        h.clone()
     }
 
     /// Release every lock this session holds.

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::codec;
-use super::file::{Order, Records};
+use super::file::{Lock, Order, Records};
 use super::quota;
 use super::{Store, StoreError, names};
 use crate::acl::Acl;
@@ -64,15 +64,6 @@ pub fn entry(recs: &Records, name: &[u8]) -> Option<Entry> {
         }
     }
     found
-}
-
-/// The name a new book is stored under: the owner as given, the rest in
-/// lower case (as 1.8 folds book names).
-pub fn new_book_name(book: &str) -> String {
-    match book.split_once('.') {
-        Some((owner, rest)) => format!("{owner}.{}", rest.to_ascii_lowercase()),
-        None => book.to_string(),
-    }
 }
 
 /// One field of an entry as a scan finds it.
@@ -221,9 +212,52 @@ impl Store {
         Ok(out)
     }
 
-    /// The stored name of a book, matched case-insensitively after its
-    /// owner; `None` when there is no such book.
+    /// The owner `owner` names, spelled as their user directory is: the
+    /// name itself when it has a directory (or is no valid name), else
+    /// the one directory whose name differs from it only in case (book
+    /// names are case-insensitive, as 1.8's; user names are not, so two
+    /// users whose names differ only in case are told apart by case).
+    pub fn owner_spelled(&self, owner: &str) -> String {
+        if self.user_exists(owner) || names::check_user(owner.as_bytes()).is_err() {
+            return owner.to_string();
+        }
+        let users = self.user_dir(owner);
+        let Some(Ok(dir)) = users.parent().map(std::fs::read_dir) else {
+            return owner.to_string();
+        };
+        let mut found = dir
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.eq_ignore_ascii_case(owner));
+        match (found.next(), found.next()) {
+            (Some(n), None) => n,
+            _ => owner.to_string(),
+        }
+    }
+
+    /// `book` with its owner spelled as [`Store::owner_spelled`] does.
+    fn owner_folded(&self, book: &str) -> String {
+        let owner = owner_of(book);
+        let spelled = self.owner_spelled(owner);
+        format!("{spelled}{}", &book[owner.len()..])
+    }
+
+    /// The name a new book is stored under: its owner as spelled by their
+    /// directory, the rest in lower case (as 1.8 folds book names:
+    /// `CREATEADDRESSBOOK Fred.Upper` makes `fred.upper`).
+    pub fn new_book_name(&self, book: &str) -> String {
+        let book = self.owner_folded(book);
+        match book.split_once('.') {
+            Some((owner, rest)) => format!("{owner}.{}", rest.to_ascii_lowercase()),
+            None => book,
+        }
+    }
+
+    /// The stored name of a book, matched case-insensitively; `None` when
+    /// there is no such book.
     pub fn resolve_book(&mut self, book: &str) -> Result<Option<String>, StoreError> {
+        let book = &self.owner_folded(book)[..];
         let owner = owner_of(book);
         if book == owner && self.user_exists(owner) {
             return Ok(Some(book.to_string()));
@@ -254,7 +288,39 @@ impl Store {
         })
     }
 
-    /// Create a book (its owner's directory too, if needed).
+    /// The lock that orders the changes of an owner's books, taken
+    /// (exclusive) before any of their files' locks: creating, deleting and
+    /// renaming a book, storing and deleting entries, changing a book's ACL.
+    /// Under it the existence of a book is checked again, so that a change
+    /// raced by a delete or a rename is refused instead of writing an
+    /// orphan file, and a rename never replaces another book. Its file
+    /// `user/OWNER/abooks.guard.` ends in `.`, as lock files do, and is
+    /// locked by nothing else (so no lock of [`Files`](super::file::Files)
+    /// is ever taken twice by one process). `None` when the owner has no
+    /// user directory (and so no book).
+    fn books_guard(&mut self, owner: &str) -> Result<Option<Lock>, StoreError> {
+        if !self.user_exists(owner) {
+            return Ok(None);
+        }
+        let lock = Lock::take(&self.user_path(owner, "abooks.guard"), true)?;
+        // What this command read before the lock is looked at again.
+        self.files.new_command();
+        Ok(Some(lock))
+    }
+
+    /// Take the guard of `book`'s owner and check, under it, that the book
+    /// exists (the default book exists with its owner's directory).
+    fn guard_existing(&mut self, book: &str) -> Result<Lock, StoreError> {
+        let missing = || StoreError::Invalid(format!("ADDRESSBOOK '{book}' does not exist"));
+        let lock = self.books_guard(owner_of(book))?.ok_or_else(missing)?;
+        if self.resolve_book(book)?.is_none() {
+            return Err(missing());
+        }
+        Ok(lock)
+    }
+
+    /// Create a book (its owner's directory too, if needed); refused when
+    /// it exists.
     pub fn create_book(&mut self, book: &str) -> Result<(), StoreError> {
         let book = names::check_book(book.as_bytes())?;
         let owner = owner_of(&book).to_string();
@@ -262,8 +328,15 @@ impl Store {
         if !self.user_exists(&owner) {
             self.create_user(&owner)?;
         }
-        // Touch the (empty) entries file, as 1.8 does.
+        let _guard = self.books_guard(&owner)?;
         let p = self.book_path(&book);
+        // (A file left unlisted by 1.8 after a crash is taken over.)
+        if self.resolve_book(&book)?.is_some() {
+            return Err(StoreError::Invalid(format!(
+                "address book '{book}' already exists"
+            )));
+        }
+        // Touch the (empty) entries file, as 1.8 does.
         self.files
             .update(&p, ORDER, |_| Ok::<_, StoreError>(((), true)))?;
         if book == owner {
@@ -273,10 +346,11 @@ impl Store {
         }
     }
 
-    /// Delete a book: its entries file, its line, its ACL. Returns the
-    /// usage it held.
+    /// Delete a book: its entries file, its line, its ACL, and the usage it
+    /// held; refused when it no longer exists.
     pub fn delete_book(&mut self, book: &str) -> Result<(), StoreError> {
         let owner = owner_of(book).to_string();
+        let _guard = self.guard_existing(book)?;
         let p = self.book_path(book);
         let recs = self.files.read(&p, ORDER)?;
         let freed: u64 = recs.iter().map(|(k, v)| quota::field_cost(k, v)).sum();
@@ -286,16 +360,31 @@ impl Store {
             let had = recs.remove(book.as_bytes()).is_some();
             Ok::<_, StoreError>(((), had))
         })?;
-        self.write_book_acl(book, None)?;
+        self.change_book_acl(book, |acl| {
+            *acl = Acl::default_for(&owner);
+            Ok(())
+        })?;
         self.add_usage(&owner, -(freed as i64))?;
         Ok(())
     }
 
     /// Rename a book of one owner to another name of the same owner,
-    /// keeping its entries and its ACL.
+    /// keeping its entries and its ACL. Refused when the book no longer
+    /// exists or the new name is taken (listed, or with a file or journal).
     pub fn rename_book(&mut self, old: &str, new: &str) -> Result<(), StoreError> {
         let owner = owner_of(old).to_string();
+        if owner_of(new) != owner {
+            return Err(StoreError::Invalid(
+                "an address book keeps its owner".into(),
+            ));
+        }
+        let _guard = self.guard_existing(old)?;
         let (from, to) = (self.book_path(old), self.book_path(new));
+        if self.resolve_book(new)?.is_some() || self.files.exists(&to) {
+            return Err(StoreError::Invalid(format!(
+                "address book '{new}' already exists"
+            )));
+        }
         self.files.rename(&from, &to, ORDER)?;
         let lp = self.books_list_path(&owner);
         self.files.update(&lp, LIST_ORDER, |recs| {
@@ -318,10 +407,14 @@ impl Store {
     pub fn book_acl(&mut self, book: &str) -> Result<Acl, StoreError> {
         let p = self.global_path("abooks");
         let recs = self.files.read(&p, LIST_ORDER)?;
-        Ok(match recs.get(book.as_bytes()) {
+        let mut acl = match recs.get(book.as_bytes()) {
             Some(v) => Acl::decode(v),
             None => Acl::default_for(owner_of(book)),
-        })
+        };
+        // As it applies: on an LDAP-backed book only lookup and read (the
+        // line keeps the rights, which come back when USER1 goes).
+        acl.restrict_ldap(owner_of(book));
+        Ok(acl)
     }
 
     /// The books that have an ACL line, with it.
@@ -334,20 +427,22 @@ impl Store {
             .collect())
     }
 
-    /// Write a book's ACL; the default ACL (or `None`) removes the line.
-    pub fn write_book_acl(&mut self, book: &str, acl: Option<&Acl>) -> Result<(), StoreError> {
-        self.modify_book_acl(book, |cur| {
-            *cur = acl
-                .cloned()
-                .unwrap_or_else(|| Acl::default_for(owner_of(book)));
-            Ok(())
-        })
+    /// Change a book's ACL under the lock of the global `abooks` file, so
+    /// that concurrent changes of other identifiers are not lost, and under
+    /// the owner's guard: refused when the book no longer exists (a line
+    /// left for a deleted book would grant rights on a future one of the
+    /// same name). The default ACL is stored as no line.
+    pub fn modify_book_acl<T>(
+        &mut self,
+        book: &str,
+        change: impl FnOnce(&mut Acl) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _guard = self.guard_existing(book)?;
+        self.change_book_acl(book, change)
     }
 
-    /// Change a book's ACL under the lock of the global `abooks` file, so
-    /// that concurrent changes of other identifiers are not lost. The
-    /// default ACL is stored as no line.
-    pub fn modify_book_acl<T>(
+    /// [`Store::modify_book_acl`], the guard held by the caller.
+    fn change_book_acl<T>(
         &mut self,
         book: &str,
         change: impl FnOnce(&mut Acl) -> Result<T, StoreError>,
@@ -415,6 +510,9 @@ impl Store {
     ) -> Result<Entry, StoreError> {
         check_entry_name(name)?;
         let owner = owner_of(book).to_string();
+        // The usage is read under the guard, which every change of the
+        // owner's books takes: no other store can spend it meanwhile.
+        let _guard = self.guard_existing(book)?;
         let usage = self.usage_of(&owner)?;
         let p = self.book_path(book);
         // Only the entry's lines are read and rewritten in the file.
@@ -458,6 +556,7 @@ impl Store {
     /// Remove an entry; false when there was none.
     pub fn delete_entry(&mut self, book: &str, name: &[u8]) -> Result<bool, StoreError> {
         let owner = owner_of(book).to_string();
+        let _guard = self.guard_existing(book)?;
         let p = self.book_path(book);
         let prefix = entry_prefix(name);
         let freed = self.files.update_prefix(&p, ORDER, &prefix, |recs| {
