@@ -3,12 +3,14 @@
 //! file is unchanged, and rewritten atomically (temp file, fsync, rename,
 //! fsync of the directory) under the exclusive lock.
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use fs2::FileExt;
@@ -377,7 +379,28 @@ pub fn lock_path(path: &Path) -> PathBuf {
 }
 
 /// An open lock file, held until dropped.
-pub struct Lock(File);
+pub struct Lock(Rc<File>);
+
+/// Lock files kept open between locks, by this thread of this process:
+/// a session locks the same few files at every command. Each thread has
+/// its own open files (a lock is held by an open file, so two threads or
+/// two processes sharing one would not exclude each other); a child of a
+/// fork drops what it inherited.
+struct LockFiles {
+    pid: u32,
+    open: HashMap<PathBuf, (Rc<File>, (u64, u64))>,
+}
+
+/// Enough for the files of a session; an admin command walking the whole
+/// data directory does not keep hundreds open.
+const LOCK_FILES_KEPT: usize = 32;
+
+thread_local! {
+    static LOCK_FILES: RefCell<LockFiles> = RefCell::new(LockFiles {
+        pid: 0,
+        open: HashMap::new(),
+    });
+}
 
 impl Lock {
     /// Lock the file that guards `path`, shared or exclusive.
@@ -389,36 +412,71 @@ impl Lock {
     pub fn take(path: &Path, exclusive: bool) -> Result<Lock, StoreError> {
         let lp = lock_path(path);
         loop {
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(&lp)
-                .map_err(|e| StoreError::io(&lp, e))?;
+            let (f, id) = Self::open(&lp)?;
             if exclusive {
                 f.lock_exclusive()
             } else {
                 f.lock_shared()
             }
             .map_err(|e| StoreError::io(&lp, e))?;
-            let held = f.metadata().map_err(|e| StoreError::io(&lp, e))?;
             match fs::metadata(&lp) {
-                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
-                    return Ok(Lock(f));
-                }
+                Ok(now) if (now.dev(), now.ino()) == id => return Ok(Lock(f)),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(StoreError::io(&lp, e)),
             }
+            let _ = FileExt::unlock(&*f);
+            LOCK_FILES.with(|c| c.borrow_mut().open.remove(&lp));
         }
+    }
+
+    /// The lock file at `lp`, open: kept from an earlier lock, or opened
+    /// (made if missing) and kept.
+    fn open(lp: &Path) -> Result<(Rc<File>, (u64, u64)), StoreError> {
+        let pid = std::process::id();
+        if let Some(kept) = LOCK_FILES.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.pid != pid {
+                c.pid = pid;
+                c.open.clear();
+            }
+            c.open.get(lp).cloned()
+        }) {
+            return Ok(kept);
+        }
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(lp)
+            .map_err(|e| StoreError::io(lp, e))?;
+        let m = f.metadata().map_err(|e| StoreError::io(lp, e))?;
+        let kept = (Rc::new(f), (m.dev(), m.ino()));
+        LOCK_FILES.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.open.len() >= LOCK_FILES_KEPT {
+                // Only files no lock holds now may be closed.
+                c.open.retain(|_, (f, _)| Rc::strong_count(f) > 1);
+            }
+            if c.open.len() < LOCK_FILES_KEPT {
+                c.open.insert(lp.to_path_buf(), kept.clone());
+            }
+        });
+        Ok(kept)
+    }
+
+    /// Close the lock files kept open (after the files they guard were
+    /// removed, say); held locks stay held.
+    pub fn close_kept() {
+        LOCK_FILES.with(|c| c.borrow_mut().open.clear());
     }
 }
 
 impl Drop for Lock {
     fn drop(&mut self) {
-        let _ = FileExt::unlock(&self.0);
+        let _ = FileExt::unlock(&*self.0);
     }
 }
 
