@@ -100,9 +100,9 @@ impl FrameReader {
     /// Read one line; a bare LF ends a line as CRLF does. A line over `max`
     /// is consumed without being kept whole.
     fn read_line<T: Transport>(&mut self, t: &mut T, max: usize) -> io::Result<Line> {
-        fn head(v: &[u8]) -> Vec<u8> {
-            v[..v.len().min(HEAD)].to_vec()
-        }
+        // The start kept of an over-long line: the same however its reads
+        // were cut (the line has more than `max` bytes whenever this runs).
+        let head = |v: &[u8]| v[..v.len().min(HEAD).min(max + 1)].to_vec();
         /// The end of a line, enough to spot the literal it may announce.
         /// Leading zeros of a `{N}` count are dropped first: padding must
         /// not push the `{` out of the part kept (the literal would then
