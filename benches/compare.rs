@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, children_of, session_of};
+use common::{Client, Server, children_of};
 
 const CYRUS: &str = "/usr/sbin/cyrus-imspd";
 const CYRUS_DIR: &str = "/var/lib/imsp";
@@ -193,9 +193,14 @@ fn concurrent_writers(t: &Target, user: &str, per: usize) -> (f64, usize) {
 
 /// Resident memory (KB) of an idle, logged-in session process.
 fn idle_session_kb(t: &Target) -> u64 {
-    let c = login(t, "bench");
+    let before = children_of(t.listener);
+    let _c = login(t, "bench");
     std::thread::sleep(Duration::from_millis(200));
-    let pid = session_of(t.listener, &c).expect("session process");
+    let pid = children_of(t.listener)
+        .into_iter()
+        .map(|c| c.0)
+        .find(|p| !before.iter().any(|b| b.0 == *p))
+        .expect("session process");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
@@ -208,8 +213,6 @@ fn idle_session_kb(t: &Target) -> u64 {
 #[derive(Default, Clone)]
 struct Figures {
     sessions: f64,
-    /// imspd without `--prefork` (1.8: the same as `sessions`).
-    sessions_no_prefork: f64,
     set_get: f64,
     store_5k: f64,
     search_5k: (f64, f64),
@@ -250,7 +253,6 @@ fn measure(t: &Target, k: &Counts) -> Figures {
     let idle_kb = idle_session_kb(t);
     Figures {
         sessions,
-        sessions_no_prefork: sessions,
         set_get,
         store_5k,
         search_5k,
@@ -263,17 +265,9 @@ fn measure(t: &Target, k: &Counts) -> Figures {
     }
 }
 
-/// Every imspd run keeps two spare session processes (`--prefork 2`);
-/// the row "sessions/s, no prefork" measures the default as well.
 fn start_imspd(mode: Mode) -> Server {
-    start_imspd_with(mode, 2)
-}
-
-fn start_imspd_with(mode: Mode, prefork: usize) -> Server {
     Server::builder()
         .options(&options(mode))
-        .arg("--prefork")
-        .arg(&prefork.to_string())
         .user("bench", "benchpw")
         .user("bench5k", "benchpw")
         .user("bench10k", "benchpw")
@@ -423,20 +417,6 @@ fn main() {
             },
             &k,
         );
-        drop(server);
-        let plain = start_imspd_with(mode, 0);
-        let t = Target {
-            name: &name,
-            port: plain.port,
-            listener: plain.pid(),
-            dir: plain.dir.clone(),
-            password: "benchpw",
-        };
-        eprintln!("[{name}] sessions, no prefork");
-        let f = Figures {
-            sessions_no_prefork: sessions_per_sec(&t, k.sessions),
-            ..f
-        };
         runs.push((mode.label(), f));
     }
     let cyrus = Cyrus::start();
@@ -491,12 +471,6 @@ fn main() {
     row(
         "sessions/s (connect, LOGIN, LOGOUT)",
         |f| f.sessions,
-        true,
-        "/s",
-    );
-    row(
-        "sessions/s, no prefork (the default)",
-        |f| f.sessions_no_prefork,
         true,
         "/s",
     );

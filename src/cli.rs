@@ -50,12 +50,6 @@ pub struct Cli {
     #[arg(long = "max-connections", value_name = "N", default_value_t = 256)]
     pub max_connections: usize,
 
-    /// Session processes forked ahead of their connections (as Cyrus
-    /// master's prefork): a client then waits for no fork. 0: fork at each
-    /// connection.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub prefork: usize,
-
     /// Close sessions idle for this many seconds.
     #[arg(long = "idle-timeout", value_name = "SECS", default_value_t = 1800)]
     pub idle_timeout: u64,

@@ -69,7 +69,6 @@ pub fn peer_name(stream: &TcpStream) -> String {
 pub fn run(
     listeners: Vec<TcpListener>,
     max_connections: usize,
-    prefork: usize,
     settings: &Settings,
 ) -> io::Result<()> {
     install(Signal::SIGTERM, SigHandler::Handler(on_stop))?;
@@ -95,7 +94,6 @@ pub fn run(
         }
     }
     let mut children: HashSet<Pid> = HashSet::new();
-    let mut spares = Spares::new(prefork)?;
     let mut periodic = Periodic::new();
     let mut listeners = Some(listeners);
     warm.sweep(None);
@@ -110,7 +108,6 @@ pub fn run(
 
     loop {
         reap(&mut children);
-        spares.forget_gone(&children);
         if STOP.load(Ordering::SeqCst) > 0 {
             break;
         }
@@ -118,33 +115,11 @@ pub fn run(
         apply_log_level(&mut warm);
         let listen_fds: Vec<i32> = ls.iter().map(|l| l.as_raw_fd()).collect();
         periodic.run_due(settings, &listen_fds);
-        // What a session process closes: the listening sockets, the auth
-        // cache's report pipe, the spares' pipes' listener ends.
-        let parent_fds: Vec<i32> = listen_fds
+        // The listening sockets, then the auth cache's report pipe; a
+        // session process closes all of them.
+        let mut fds: Vec<libc::pollfd> = listen_fds
             .iter()
             .chain(cache_fd.as_ref())
-            .copied()
-            .chain(spares.parent_fds())
-            .collect();
-        spares.top_up(
-            &mut children,
-            max_connections,
-            ls,
-            &parent_fds,
-            settings,
-            &mut warm,
-        );
-        // The listener accepts only when no spare waits to; then the auth
-        // cache's report pipe and the spares' reports.
-        let accepting: &[i32] = if spares.idle.is_empty() {
-            &listen_fds
-        } else {
-            &[]
-        };
-        let mut fds: Vec<libc::pollfd> = accepting
-            .iter()
-            .chain(cache_fd.as_ref())
-            .chain(spares.report_fd())
             .map(|&fd| libc::pollfd {
                 fd,
                 events: libc::POLLIN,
@@ -157,17 +132,12 @@ pub fn run(
         if r <= 0 {
             continue; // timeout or EINTR (a signal): loop to reap / stop
         }
-        for p in &fds[accepting.len()..] {
-            if p.revents & libc::POLLIN == 0 {
-                continue;
-            }
-            if Some(p.fd) == cache_fd {
-                crate::auth::cache::absorb(p.fd);
-            } else {
-                spares.absorb_reports();
-            }
+        if let (Some(fd), Some(p)) = (cache_fd, fds.last())
+            && p.revents & libc::POLLIN != 0
+        {
+            crate::auth::cache::absorb(fd);
         }
-        for (l, p) in ls.iter().zip(&fds[..accepting.len()]) {
+        for (l, p) in ls.iter().zip(&fds) {
             if p.revents & libc::POLLIN == 0 {
                 continue;
             }
@@ -179,7 +149,7 @@ pub fn run(
                             refuse(stream, max_connections);
                             continue;
                         }
-                        if let Some(pid) = spawn_session(stream, &parent_fds, settings, &mut warm) {
+                        if let Some(pid) = spawn_session(stream, &fds, settings, &mut warm) {
                             children.insert(pid);
                         }
                     }
@@ -197,9 +167,7 @@ pub fn run(
     }
 
     // Stop accepting; let the sessions finish. A second signal ends them.
-    // Idle spares see their pipe close and exit (they hold the port too).
     drop(listeners.take());
-    spares.stop();
     crate::log_login!(
         "shutting down; waiting for {} session(s) to end",
         children.len()
@@ -255,53 +223,10 @@ fn refuse(stream: TcpStream, limit: usize) {
     crate::log_warn!("refused {}: connection limit {limit}", peer_name(&stream));
 }
 
-/// Close the listener's descriptors in a child, and set the signals of a
-/// session process.
-fn become_child(close: &[i32]) {
-    for &fd in close {
-        // SAFETY: closing the child's copies of the listener's fds.
-        unsafe { libc::close(fd) };
-    }
-    for sig in [Signal::SIGTERM, Signal::SIGCHLD] {
-        let _ = install(sig, SigHandler::SigDfl);
-    }
-    // A Ctrl-C at the terminal of `imspd -d` reaches the whole process
-    // group: the listener stops accepting, and sessions finish (a second
-    // signal sends them SIGTERM).
-    let _ = install(Signal::SIGINT, SigHandler::SigIgn);
-    crate::log::after_fork();
-}
-
-/// The body of a session process: serve `stream`, then exit.
-fn serve_child(stream: TcpStream, settings: &Settings, warm: &mut Store) -> ! {
-    let peer = peer_name(&stream);
-    let fd = stream.as_raw_fd();
-    let _ = stream.set_nodelay(true);
-    match Connection::new(fd, fd, settings.write_timeout) {
-        Ok(conn) => {
-            // The listener's store, global options parsed: taken over.
-            let store = std::mem::replace(warm, Store::open(&settings.data_dir));
-            // A bug that panics ends this session only, logged; it must
-            // not unwind into the listener's frames of this process
-            // (whose descriptors the child has closed).
-            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                crate::session::serve(conn, settings, &peer, store)
-            }));
-            if served.is_err() {
-                crate::log_error!("{peer}: session ended by an internal error");
-                std::process::exit(70);
-            }
-        }
-        Err(e) => crate::log_warn!("{peer}: {e}"),
-    }
-    drop(stream);
-    std::process::exit(0);
-}
-
 /// Fork a child to serve `stream`; the parent gets its pid.
 fn spawn_session(
     stream: TcpStream,
-    close: &[i32],
+    listeners: &[libc::pollfd],
     settings: &Settings,
     warm: &mut Store,
 ) -> Option<Pid> {
@@ -309,196 +234,48 @@ fn spawn_session(
     match unsafe { fork() } {
         Ok(ForkResult::Parent { child }) => Some(child),
         Ok(ForkResult::Child) => {
-            // The child must not keep the port.
-            become_child(close);
-            serve_child(stream, settings, warm)
+            // The child must not keep the port: close the listening sockets
+            // (and the listener's end of the auth cache pipe).
+            for l in listeners {
+                // SAFETY: closing the child's copies of the listener fds.
+                unsafe { libc::close(l.fd) };
+            }
+            for sig in [Signal::SIGTERM, Signal::SIGCHLD] {
+                let _ = install(sig, SigHandler::SigDfl);
+            }
+            // A Ctrl-C at the terminal of `imspd -d` reaches the whole
+            // process group: the listener stops accepting, and sessions
+            // finish (a second signal sends them SIGTERM).
+            let _ = install(Signal::SIGINT, SigHandler::SigIgn);
+            crate::log::after_fork();
+            let peer = peer_name(&stream);
+            let fd = stream.as_raw_fd();
+            let _ = stream.set_nodelay(true);
+            match Connection::new(fd, fd, settings.write_timeout) {
+                Ok(conn) => {
+                    // The listener's store, global options parsed: taken over.
+                    let store = std::mem::replace(warm, Store::open(&settings.data_dir));
+                    // A bug that panics ends this session only, logged; it
+                    // must not unwind into the listener's frames of this
+                    // process (whose descriptors the child has closed).
+                    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        crate::session::serve(conn, settings, &peer, store)
+                    }));
+                    if served.is_err() {
+                        crate::log_error!("{peer}: session ended by an internal error");
+                        std::process::exit(70);
+                    }
+                }
+                Err(e) => crate::log_warn!("{peer}: {e}"),
+            }
+            drop(stream);
+            std::process::exit(0);
         }
         Err(e) => {
             crate::log_error!("fork failed: {e}");
             let mut s = &stream;
             let _ = s.write_all(b"* BYE Server is out of resources; try again later\r\n");
             None
-        }
-    }
-}
-
-/// How long a spare waits for a connection before it ends (and the
-/// listener forks a fresh one, with what the listener knows by then).
-const SPARE_LIFETIME: Duration = Duration::from_secs(60);
-
-/// Session processes forked ahead of their connection (`--prefork N`):
-/// each waits on the listening sockets, accepts one connection, tells the
-/// listener, and serves it, so that a client does not wait for a fork. The
-/// listener accepts itself only when no spare is waiting (the connection
-/// limit is then enforced as without spares), and keeps `want` spares
-/// while the limit allows.
-struct Spares {
-    want: usize,
-    idle: HashSet<Pid>,
-    /// Spares write their pid here when they take a connection.
-    report: Option<(i32, i32)>,
-    /// Closed by the listener when it stops: idle spares then exit.
-    stop: Option<(i32, i32)>,
-}
-
-fn pipe(flags: libc::c_int) -> io::Result<(i32, i32)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), flags | libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((fds[0], fds[1]))
-}
-
-impl Spares {
-    fn new(want: usize) -> io::Result<Spares> {
-        let (report, stop) = if want > 0 {
-            (Some(pipe(libc::O_NONBLOCK)?), Some(pipe(0)?))
-        } else {
-            (None, None)
-        };
-        Ok(Spares {
-            want,
-            idle: HashSet::new(),
-            report,
-            stop,
-        })
-    }
-
-    /// The descriptors only the listener keeps.
-    fn parent_fds(&self) -> Vec<i32> {
-        self.report
-            .iter()
-            .map(|p| p.0)
-            .chain(self.stop.iter().map(|p| p.1))
-            .collect()
-    }
-
-    fn report_fd(&self) -> Option<&i32> {
-        self.report.as_ref().map(|p| &p.0)
-    }
-
-    fn forget_gone(&mut self, children: &HashSet<Pid>) {
-        self.idle.retain(|p| children.contains(p));
-    }
-
-    /// Spares that took a connection are sessions now.
-    fn absorb_reports(&mut self) {
-        let Some((rx, _)) = self.report else { return };
-        let mut buf = [0u8; 4 * 64];
-        loop {
-            // SAFETY: reading into a stack buffer from our pipe.
-            let n = unsafe { libc::read(rx, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                return;
-            }
-            for c in buf[..n as usize].chunks_exact(4) {
-                let pid = i32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
-                self.idle.remove(&Pid::from_raw(pid));
-            }
-        }
-    }
-
-    /// Fork spares until `want` wait, within the connection limit.
-    fn top_up(
-        &mut self,
-        children: &mut HashSet<Pid>,
-        max: usize,
-        listeners: &[TcpListener],
-        close: &[i32],
-        settings: &Settings,
-        warm: &mut Store,
-    ) {
-        let (Some((_, report_tx)), Some((stop_rx, _))) = (self.report, self.stop) else {
-            return;
-        };
-        while self.idle.len() < self.want && children.len() < max {
-            // SAFETY: the listener is single-threaded.
-            match unsafe { fork() } {
-                Ok(ForkResult::Parent { child }) => {
-                    children.insert(child);
-                    self.idle.insert(child);
-                }
-                Ok(ForkResult::Child) => {
-                    let keep = |fd: &i32| !listeners.iter().any(|l| l.as_raw_fd() == *fd);
-                    let parent_only: Vec<i32> = close.iter().copied().filter(keep).collect();
-                    become_child(&parent_only);
-                    let stream = wait_as_spare(listeners, stop_rx, report_tx);
-                    for fd in listeners
-                        .iter()
-                        .map(|l| l.as_raw_fd())
-                        .chain([stop_rx, report_tx])
-                    {
-                        // SAFETY: closing the child's copies.
-                        unsafe { libc::close(fd) };
-                    }
-                    match stream {
-                        Some(s) => serve_child(s, settings, warm),
-                        None => std::process::exit(0),
-                    }
-                }
-                Err(e) => {
-                    crate::log_warn!("cannot fork a spare session process: {e}");
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Let idle spares go: they exit when the pipe closes.
-    fn stop(&mut self) {
-        if let Some((_, tx)) = self.stop.take() {
-            // SAFETY: closing the listener's end of its own pipe.
-            unsafe { libc::close(tx) };
-        }
-    }
-}
-
-/// A spare's wait: the first connection it accepts, after telling the
-/// listener; `None` when the listener stops or the spare has waited for
-/// [`SPARE_LIFETIME`].
-fn wait_as_spare(listeners: &[TcpListener], stop_rx: i32, report_tx: i32) -> Option<TcpStream> {
-    let until = Instant::now() + SPARE_LIFETIME;
-    let mut fds: Vec<libc::pollfd> = listeners
-        .iter()
-        .map(|l| l.as_raw_fd())
-        .chain([stop_rx])
-        .map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        // SAFETY: fds is a live array of pollfd.
-        let r = unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                left.as_millis() as i32 + 1,
-            )
-        };
-        if r < 0 {
-            continue;
-        }
-        if fds.last().is_some_and(|p| p.revents != 0) {
-            return None;
-        }
-        for (l, p) in listeners.iter().zip(&fds) {
-            if p.revents & libc::POLLIN == 0 {
-                continue;
-            }
-            // Several spares wake for one connection; one gets it.
-            if let Ok((stream, _)) = l.accept() {
-                let pid = std::process::id().to_ne_bytes();
-                // SAFETY: a 4-byte write to a pipe is atomic.
-                unsafe { libc::write(report_tx, pid.as_ptr().cast(), 4) };
-                return Some(stream);
-            }
         }
     }
 }

@@ -162,12 +162,7 @@ fn main() -> ExitCode {
         eprintln!("imspd: cannot detach: {e}");
         return ExitCode::FAILURE;
     }
-    match daemon::run(
-        listeners,
-        cli.max_connections.max(1),
-        cli.prefork,
-        &settings,
-    ) {
+    match daemon::run(listeners, cli.max_connections.max(1), &settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             imspd::log_error!("listener failed: {e}");

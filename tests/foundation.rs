@@ -275,68 +275,6 @@ fn sigint_to_the_process_group_lets_sessions_finish() {
     assert!(log.contains("notice: shutting down"), "{log}");
 }
 
-/// `--prefork N`: N spare processes wait for connections; each session
-/// is still a process of its own, the limit still holds, and SIGTERM
-/// closes the port at once (the spares exit) while sessions finish.
-#[test]
-fn preforked_spares_serve_sessions_within_the_limit() {
-    let mut s = Server::builder()
-        .no_users()
-        .arg("--prefork")
-        .arg("2")
-        .arg("--max-connections")
-        .arg("3")
-        .start();
-    let wait_for = |s: &Server, n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while children_of(s.pid()).len() != n {
-            assert!(Instant::now() < deadline, "{:?}", children_of(s.pid()));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    wait_for(&s, 2);
-    let spares = children_of(s.pid());
-    let mut a = s.connect();
-    assert!(a.greeting.starts_with("* OK "), "{}", a.greeting);
-    assert_eq!(a.cmd("NOOP").status(), "OK");
-    // One spare took the session and another was forked: 3 processes.
-    wait_for(&s, 3);
-    let mut b = s.connect();
-    assert_eq!(b.cmd("NOOP").status(), "OK");
-    let mut c = s.connect();
-    assert_eq!(c.cmd("NOOP").status(), "OK");
-    // Three sessions, the limit: no spare is left and the next is refused.
-    wait_for(&s, 3);
-    let d = Client::connect(s.port);
-    assert!(
-        d.greeting.starts_with("* BYE Too many connections"),
-        "{}",
-        d.greeting
-    );
-    let now: Vec<u32> = children_of(s.pid()).iter().map(|c| c.0).collect();
-    assert!(
-        spares.iter().all(|(p, _)| now.contains(p)),
-        "{spares:?} {now:?}"
-    );
-    // A session ends: a spare is forked again and serves the next.
-    a.ok("LOGOUT");
-    wait_for(&s, 3);
-    let mut e = s.connect();
-    assert_eq!(e.cmd("NOOP").status(), "OK");
-    s.signal(libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(("127.0.0.1", s.port)).is_ok() {
-        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for x in [&mut b, &mut c, &mut e] {
-        assert_eq!(x.cmd("NOOP").status(), "OK");
-        x.ok("LOGOUT");
-    }
-    let status = s.wait_exit(Duration::from_secs(5)).expect("listener exit");
-    assert!(status.success(), "{status}");
-}
-
 #[test]
 fn connection_limit_refuses_with_bye() {
     let s = Server::builder()

@@ -285,28 +285,6 @@ pub fn children_of(pid: u32) -> Vec<(u32, char)> {
     out
 }
 
-/// The child of `listener` that serves `client`'s connection: the one
-/// holding the socket whose peer is the client's end (found through
-/// /proc/net/tcp), whatever other children (spares) there are.
-pub fn session_of(listener: u32, client: &Client) -> Option<u32> {
-    let me = client.stream.local_addr().ok()?.port();
-    let server = client.stream.peer_addr().ok()?.port();
-    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
-    let inode = tcp.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.len() > 9 && port(f[1]) == Some(server) && port(f[2]) == Some(me))
-            .then(|| f[9].to_string())
-    })?;
-    let want = format!("socket:[{inode}]");
-    children_of(listener).into_iter().map(|c| c.0).find(|pid| {
-        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
-            fds.flatten()
-                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == want))
-        })
-    })
-}
-
 /// The response to one command: every line up to and including the tagged
 /// one, literals inline.
 #[derive(Debug, Clone)]
