@@ -298,11 +298,16 @@ impl Store {
     /// locked by nothing else (so no lock of [`Files`](super::file::Files)
     /// is ever taken twice by one process). `None` when the owner has no
     /// user directory (and so no book).
-    fn books_guard(&mut self, owner: &str) -> Result<Option<Lock>, StoreError> {
+    ///
+    /// Changes of entries take it shared where no quota applies (books
+    /// cannot vanish under them, and they exclude each other by the book
+    /// file's own lock), exclusive where a quota must be checked against
+    /// the other stores of the owner.
+    fn books_guard(&mut self, owner: &str, exclusive: bool) -> Result<Option<Lock>, StoreError> {
         if !self.user_exists(owner) {
             return Ok(None);
         }
-        let lock = Lock::take(&self.user_path(owner, "abooks.guard"), true)?;
+        let lock = Lock::take(&self.user_path(owner, "abooks.guard"), exclusive)?;
         // What this command read before the lock is looked at again.
         self.files.new_command();
         Ok(Some(lock))
@@ -310,9 +315,11 @@ impl Store {
 
     /// Take the guard of `book`'s owner and check, under it, that the book
     /// exists (the default book exists with its owner's directory).
-    fn guard_existing(&mut self, book: &str) -> Result<Lock, StoreError> {
+    fn guard_existing(&mut self, book: &str, exclusive: bool) -> Result<Lock, StoreError> {
         let missing = || StoreError::Invalid(format!("ADDRESSBOOK '{book}' does not exist"));
-        let lock = self.books_guard(owner_of(book))?.ok_or_else(missing)?;
+        let lock = self
+            .books_guard(owner_of(book), exclusive)?
+            .ok_or_else(missing)?;
         if self.resolve_book(book)?.is_none() {
             return Err(missing());
         }
@@ -328,7 +335,7 @@ impl Store {
         if !self.user_exists(&owner) {
             self.create_user(&owner)?;
         }
-        let _guard = self.books_guard(&owner)?;
+        let _guard = self.books_guard(&owner, true)?;
         let p = self.book_path(&book);
         // (A file left unlisted by 1.8 after a crash is taken over.)
         if self.resolve_book(&book)?.is_some() {
@@ -350,7 +357,7 @@ impl Store {
     /// held; refused when it no longer exists.
     pub fn delete_book(&mut self, book: &str) -> Result<(), StoreError> {
         let owner = owner_of(book).to_string();
-        let _guard = self.guard_existing(book)?;
+        let _guard = self.guard_existing(book, true)?;
         let p = self.book_path(book);
         let recs = self.files.read(&p, ORDER)?;
         let freed: u64 = recs.iter().map(|(k, v)| quota::field_cost(k, v)).sum();
@@ -378,7 +385,7 @@ impl Store {
                 "an address book keeps its owner".into(),
             ));
         }
-        let _guard = self.guard_existing(old)?;
+        let _guard = self.guard_existing(old, true)?;
         let (from, to) = (self.book_path(old), self.book_path(new));
         if self.resolve_book(new)?.is_some() || self.files.exists(&to) {
             return Err(StoreError::Invalid(format!(
@@ -437,7 +444,7 @@ impl Store {
         book: &str,
         change: impl FnOnce(&mut Acl) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let _guard = self.guard_existing(book)?;
+        let _guard = self.guard_existing(book, true)?;
         self.change_book_acl(book, change)
     }
 
@@ -510,9 +517,9 @@ impl Store {
     ) -> Result<Entry, StoreError> {
         check_entry_name(name)?;
         let owner = owner_of(book).to_string();
-        // The usage is read under the guard, which every change of the
-        // owner's books takes: no other store can spend it meanwhile.
-        let _guard = self.guard_existing(book)?;
+        // With a quota the usage is read under the guard, held exclusive:
+        // no other store can spend it meanwhile.
+        let _guard = self.guard_existing(book, quota_kb > 0)?;
         let usage = self.usage_of(&owner)?;
         let p = self.book_path(book);
         // Only the entry's lines are read and rewritten in the file.
@@ -556,7 +563,8 @@ impl Store {
     /// Remove an entry; false when there was none.
     pub fn delete_entry(&mut self, book: &str, name: &[u8]) -> Result<bool, StoreError> {
         let owner = owner_of(book).to_string();
-        let _guard = self.guard_existing(book)?;
+        // Freeing needs no quota check: the guard only keeps the book.
+        let _guard = self.guard_existing(book, false)?;
         let p = self.book_path(book);
         let prefix = entry_prefix(name);
         let freed = self.files.update_prefix(&p, ORDER, &prefix, |recs| {
