@@ -221,6 +221,55 @@ fn check_reports_damage_and_repair_fixes_a_1_8_directory() {
     c.ok("LOCK OPTION fred.test");
 }
 
+/// What a crash between the files of DELETEADDRESSBOOK or
+/// RENAMEADDRESSBOOK leaves: a book file its owner's list does not name
+/// (a rename's new name), a listed book with no file (its old name).
+/// `check` reports both; `--repair` makes the list match the files, so
+/// the entries are served again and nothing is lost.
+#[test]
+fn check_repairs_book_lists_a_crash_left_out_of_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = cyrus18_dir(tmp.path());
+    let list = std::fs::read_to_string(dir.join("user/fred/abooks")).unwrap();
+    assert!(list.contains("fred.work \n"), "{list}");
+    std::fs::rename(
+        dir.join("user/fred/abook.fred.work"),
+        dir.join("user/fred/abook.fred.job"),
+    )
+    .unwrap();
+
+    let o = tool(&dir, &["check"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("user/fred/abook.fred.job: a book that user/fred/abooks does not list"),
+        "{out}"
+    );
+    assert!(
+        out.contains("user/fred/abooks: lists fred.work, which has no file"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("user/fred/abooks")).unwrap(),
+        list
+    );
+
+    let o = tool(&dir, &["check", "--repair"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let o = tool(&dir, &["check"]);
+    assert_eq!(stdout(&o), "no problems found\n");
+    let s = Server::builder().data_dir(&dir).start();
+    let mut c = s.login("fred");
+    let books = c.ok("ADDRESSBOOK fred*");
+    assert!(books.iter().any(|b| b.ends_with(" fred.job")), "{books:?}");
+    assert!(
+        !books.iter().any(|b| b.ends_with(" fred.work")),
+        "{books:?}"
+    );
+    let joe = c.ok("FETCHADDRESS fred.job \"Joe Rockhead\"");
+    assert!(joe[0].contains("email joe@bedrock"), "{joe:?}");
+}
+
 #[test]
 fn locks_shows_live_ones_and_clears_only_stale_ones() {
     let s = Server::start();

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{Result, user_dirs};
 use crate::auth::Auth;
+use crate::store::abook::BookMismatch;
 use crate::store::file::{Lock, Order};
 use crate::store::{Store, StoreError, codec, journal, quota};
 
@@ -252,8 +253,29 @@ impl<W: Write> Checker<'_, W> {
             };
             self.file(&p, kind)?;
         }
+        self.books(user)?;
         self.locks(user)?;
         self.usage(user)
+    }
+
+    /// The user's book files against the user's book list.
+    fn books(&mut self, user: &str) -> Result<()> {
+        let found = self
+            .store
+            .book_mismatches(user, self.repair)
+            .map_err(|e| e.to_string())?;
+        for m in found {
+            let line = match m {
+                BookMismatch::Unlisted(b) => {
+                    format!("user/{user}/abook.{b}: a book that user/{user}/abooks does not list")
+                }
+                BookMismatch::Missing(b) => {
+                    format!("user/{user}/abooks: lists {b}, which has no file")
+                }
+            };
+            self.say(line, self.repair)?;
+        }
+        Ok(())
     }
 
     /// A journal of changes not yet folded into its file (with

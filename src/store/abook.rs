@@ -19,6 +19,16 @@ use super::quota;
 use super::{Store, StoreError, names};
 use crate::acl::Acl;
 
+/// A disagreement between an owner's book files and book list (see
+/// [`Store::book_mismatches`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BookMismatch {
+    /// `abook.NAME` (or its journal) exists; `abooks` does not list it.
+    Unlisted(String),
+    /// `abooks` lists it; it has no file (and is not the default book).
+    Missing(String),
+}
+
 /// Entry names and field names are case-insensitive; like every file 1.8
 /// writes, the books are sorted that way.
 pub const ORDER: Order = Order::CaseInsensitive;
@@ -271,6 +281,72 @@ impl Store {
 
     pub fn book_exists(&mut self, book: &str) -> Result<bool, StoreError> {
         Ok(self.resolve_book(book)?.is_some())
+    }
+
+    /// Where an owner's book files and book list disagree, as a crash
+    /// between the files of a delete or a rename leaves them (1.8's
+    /// crashes too): a book file the list does not name (its entries are
+    /// invisible), a listed book with no file. With `repair`, the list is
+    /// made to match the files: no entry is dropped. Checked and mended
+    /// under the owner's guard.
+    pub fn book_mismatches(
+        &mut self,
+        owner: &str,
+        repair: bool,
+    ) -> Result<Vec<BookMismatch>, StoreError> {
+        let Some(_guard) = self.books_guard(owner, true)? else {
+            return Ok(Vec::new());
+        };
+        let dir = self.user_dir(owner);
+        let entries = std::fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let mut files = std::collections::BTreeSet::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let book = name
+                .strip_prefix(".journal.abook.")
+                .or_else(|| name.strip_prefix("abook."));
+            if let Some(b) = book
+                && !b.ends_with('.')
+                && owner_of(b) == owner
+                && names::check_book(b.as_bytes()).is_ok()
+            {
+                files.insert(b.to_lowercase());
+            }
+        }
+        let p = self.books_list_path(owner);
+        let listed: std::collections::BTreeSet<String> = self
+            .files
+            .read(&p, LIST_ORDER)?
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).to_lowercase())
+            .collect();
+        let mut found: Vec<BookMismatch> = files
+            .difference(&listed)
+            .filter(|b| b.as_str() != owner)
+            .map(|b| BookMismatch::Unlisted(b.clone()))
+            .collect();
+        found.extend(
+            listed
+                .difference(&files)
+                .filter(|b| b.as_str() != owner)
+                .map(|b| BookMismatch::Missing(b.clone())),
+        );
+        if repair && !found.is_empty() {
+            self.files.update(&p, LIST_ORDER, |recs| {
+                for m in &found {
+                    match m {
+                        BookMismatch::Unlisted(b) => {
+                            recs.insert(b.as_bytes().to_vec(), Vec::new());
+                        }
+                        BookMismatch::Missing(b) => {
+                            recs.remove(b.as_bytes());
+                        }
+                    }
+                }
+                Ok::<_, StoreError>(((), true))
+            })?;
+        }
+        Ok(found)
     }
 
     /// Add `books` to their owner's list (all of one owner).
