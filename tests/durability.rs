@@ -237,6 +237,11 @@ struct Model {
     entries: BTreeMap<String, String>,
     acl: BTreeMap<String, String>,
     books: BTreeSet<String>,
+    /// Writes every worker makes to the same places: its last value of
+    /// the option all of them set, and its own field of the one entry all
+    /// of them store into (by worker).
+    shared_last: BTreeMap<usize, String>,
+    shared_fields: BTreeMap<String, String>,
 }
 
 fn worker(port: u16, i: usize) -> Model {
@@ -251,10 +256,16 @@ fn worker(port: u16, i: usize) -> Model {
             0 => {
                 c.ok(&format!("SET mix.p{i}.o{j} v{j}"));
                 m.options.insert(format!("mix.p{i}.o{j}"), format!("v{j}"));
+                // The same option, from every worker.
+                c.ok(&format!("SET shared.opt w{i}.{j}"));
+                m.shared_last.insert(i, format!("w{i}.{j}"));
             }
             1 => {
                 c.ok(&format!("STOREADDRESS fred \"M{i} N{j}\" email e{j}@x"));
                 m.entries.insert(format!("M{i} N{j}"), format!("e{j}@x"));
+                // The same entry, each worker its own field.
+                c.ok(&format!("STOREADDRESS fred Shared f{i:02} v{j}"));
+                m.shared_fields.insert(format!("f{i:02}"), format!("v{j}"));
             }
             2 => {
                 // Delete the entry stored one step before.
@@ -301,6 +312,8 @@ fn sixteen_processes_mixing_writes(journaled: bool) {
         model.entries.extend(m.entries);
         model.acl.extend(m.acl);
         model.books.extend(m.books);
+        model.shared_last.extend(m.shared_last);
+        model.shared_fields.extend(m.shared_fields);
     }
     assert!(t0.elapsed() < Duration::from_secs(60), "no deadlock");
     // Every session ended with LOGOUT or a close: their journals are
@@ -319,13 +332,38 @@ fn sixteen_processes_mixing_writes(journaled: bool) {
     want_sorted.sort_by_key(|l| l.to_lowercase());
     assert_eq!(got, want_sorted);
 
-    let names: Vec<String> = model
+    // The option all of them set ends as some worker's last write (in
+    // any serial order of the acknowledged SETs, each worker's own are in
+    // its order), and none of the fields of the shared entry is lost.
+    let got = c.ok("GET shared.opt");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        model
+            .shared_last
+            .values()
+            .any(|v| got[0] == format!("* OPTION shared.opt {v} [READ-WRITE]")),
+        "{got:?} is no worker's last write: {:?}",
+        model.shared_last
+    );
+    let fields: String = model
+        .shared_fields
+        .iter()
+        .map(|(f, v)| format!(" {f} {v}"))
+        .collect();
+    assert_eq!(
+        c.ok("FETCHADDRESS fred Shared"),
+        vec![format!("* FETCHADDRESS fred Shared{fields}")]
+    );
+
+    let mut names: Vec<String> = model
         .entries
         .keys()
         .map(|n| format!("* SEARCHADDRESS \"{n}\""))
         .collect();
+    names.push("* SEARCHADDRESS Shared".into());
     let mut got = c.ok("SEARCHADDRESS fred");
     got.sort();
+    names.sort();
     let mut names_sorted = names;
     names_sorted.sort();
     assert_eq!(got, names_sorted);
