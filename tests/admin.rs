@@ -237,6 +237,11 @@ fn check_repairs_book_lists_a_crash_left_out_of_step() {
         dir.join("user/fred/abook.fred.job"),
     )
     .unwrap();
+    // And an ACL left for a book deleted since: it would grant barney
+    // rights on any later fred.gone.
+    let mut acls = std::fs::read_to_string(dir.join("abooks")).unwrap();
+    acls.push_str("fred.gone fred\tlrswipcda\tbarney\tlrwd\t\n");
+    std::fs::write(dir.join("abooks"), &acls).unwrap();
 
     let o = tool(&dir, &["check"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
@@ -247,6 +252,10 @@ fn check_repairs_book_lists_a_crash_left_out_of_step() {
     );
     assert!(
         out.contains("user/fred/abooks: lists fred.work, which has no file"),
+        "{out}"
+    );
+    assert!(
+        out.contains("abooks: an ACL for fred.gone, which does not exist"),
         "{out}"
     );
     assert_eq!(
@@ -268,6 +277,12 @@ fn check_repairs_book_lists_a_crash_left_out_of_step() {
     );
     let joe = c.ok("FETCHADDRESS fred.job \"Joe Rockhead\"");
     assert!(joe[0].contains("email joe@bedrock"), "{joe:?}");
+    // The ACL left for fred.gone is removed; that of the book that exists
+    // is kept. The renamed book has its owner's default rights: barney
+    // has none there.
+    assert_eq!(s.read("abooks"), "fred fred\tlrswipcda\tbarney\tlr\t\n");
+    let mut barney = s.login("barney");
+    barney.fails("FETCHADDRESS fred.job \"Joe Rockhead\"", "NO");
 }
 
 #[test]

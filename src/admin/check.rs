@@ -388,6 +388,12 @@ pub fn check(data_dir: &Path, repair: bool, out: &mut impl Write) -> Result<bool
         }
         c.user(&user)?;
     }
+    for book in c.store.stale_acls(repair).map_err(|e| e.to_string())? {
+        c.say(
+            format!("abooks: an ACL for {book}, which does not exist"),
+            repair,
+        )?;
+    }
     let (found, fixed) = (c.found, c.fixed);
     let summary = match (found, repair) {
         (0, _) => "no problems found".to_string(),

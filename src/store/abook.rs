@@ -349,6 +349,36 @@ impl Store {
         Ok(found)
     }
 
+    /// Books with a line in the global `abooks` (an ACL) that no longer
+    /// exist: a crash between the files of a delete or rename leaves one,
+    /// and it would grant its rights on a later book of that name. With
+    /// `repair` the lines are removed. Each is checked under its owner's
+    /// guard.
+    pub fn stale_acls(&mut self, repair: bool) -> Result<Vec<String>, StoreError> {
+        let p = self.global_path("abooks");
+        let listed: Vec<String> = self
+            .files
+            .read(&p, LIST_ORDER)?
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        let mut stale = Vec::new();
+        for book in listed {
+            let _guard = self.books_guard(owner_of(&book), true)?;
+            if self.resolve_book(&book)?.is_some() {
+                continue;
+            }
+            if repair {
+                self.files.update(&p, LIST_ORDER, |recs| {
+                    let gone = recs.remove(book.as_bytes()).is_some();
+                    Ok::<_, StoreError>(((), gone))
+                })?;
+            }
+            stale.push(book);
+        }
+        Ok(stale)
+    }
+
     /// Add `books` to their owner's list (all of one owner).
     fn list_books(&mut self, owner: &str, books: &[&str]) -> Result<(), StoreError> {
         let p = self.books_list_path(owner);
