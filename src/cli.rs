@@ -54,6 +54,10 @@ pub struct Cli {
     #[arg(long = "idle-timeout", value_name = "SECS", default_value_t = 1800)]
     pub idle_timeout: u64,
 
+    /// Close sessions that have not logged in after this many seconds.
+    #[arg(long = "login-timeout", value_name = "SECS", default_value_t = 120)]
+    pub login_timeout: u64,
+
     /// Close sessions whose client takes none of our output for this many
     /// seconds.
     #[arg(long = "write-timeout", value_name = "SECS", default_value_t = 300)]

@@ -16,6 +16,10 @@ pub struct Settings {
     pub limits: Limits,
     /// A session that sends no complete command for this long is closed.
     pub idle_timeout: Duration,
+    /// Before a login: how long a session may go without logging in (the
+    /// shorter of this and `idle_timeout`), so that connections that never
+    /// log in cannot hold the connection limit for long.
+    pub login_timeout: Duration,
     /// A write the client does not take within this time ends the session.
     pub write_timeout: Duration,
 }
@@ -30,6 +34,7 @@ impl Settings {
                 .unwrap_or_else(|| "localhost".into()),
             limits: Limits::default(),
             idle_timeout: Duration::from_secs(30 * 60),
+            login_timeout: Duration::from_secs(2 * 60),
             write_timeout: Duration::from_secs(5 * 60),
         }
     }

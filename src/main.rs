@@ -124,6 +124,7 @@ fn main() -> ExitCode {
 
     let mut settings = Settings::new(cli.data_dir.clone());
     settings.idle_timeout = Duration::from_secs(cli.idle_timeout.max(1));
+    settings.login_timeout = Duration::from_secs(cli.login_timeout.max(1));
     settings.write_timeout = Duration::from_secs(cli.write_timeout.max(1));
     settings.limits.max_line = cli.max_line.max(256);
     settings.limits.max_literal = cli.max_literal;

@@ -87,19 +87,29 @@ pub fn serve(mut conn: Connection, settings: &Settings, peer: &str, store: crate
         return;
     }
     let mut reader = FrameReader::new(settings.limits);
+    let started = Instant::now();
     loop {
-        conn.set_read_deadline(Instant::now() + settings.idle_timeout);
+        let logged_in = handler.user.is_some();
+        let deadline = if logged_in {
+            Instant::now() + settings.idle_timeout
+        } else {
+            (Instant::now() + settings.idle_timeout).min(started + settings.login_timeout)
+        };
+        conn.set_read_deadline(deadline);
         let frame = match reader.next_frame(&mut conn) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                let mins = settings.idle_timeout.as_secs() / 60;
-                let text = if mins > 0 {
-                    format!("Idle for more than {mins} minutes, closing connection")
+                let (limit, what) = if logged_in || settings.idle_timeout <= settings.login_timeout
+                {
+                    (settings.idle_timeout, "Idle for more than")
                 } else {
-                    format!(
-                        "Idle for more than {} seconds, closing connection",
-                        settings.idle_timeout.as_secs()
-                    )
+                    (settings.login_timeout, "No login within")
+                };
+                let mins = limit.as_secs() / 60;
+                let text = if mins > 0 && limit.as_secs() % 60 == 0 {
+                    format!("{what} {mins} minutes, closing connection")
+                } else {
+                    format!("{what} {} seconds, closing connection", limit.as_secs())
                 };
                 let _ = send(&mut conn, &Response::bye(text));
                 crate::log_debug!("{peer}: idle timeout");

@@ -628,6 +628,41 @@ fn a_trickling_client_is_closed_by_the_idle_timeout_while_others_are_served() {
     alive(&mut fast);
 }
 
+/// Connections that never log in cannot hold the connection limit for
+/// the whole idle timeout: `--login-timeout` closes them, however busy
+/// they keep themselves, while logged-in sessions idle on.
+#[test]
+fn sessions_that_never_log_in_are_closed_by_the_login_timeout() {
+    let s = server()
+        .arg("--login-timeout")
+        .arg("2")
+        .arg("--idle-timeout")
+        .arg("60")
+        .start();
+    let start = Instant::now();
+    let mut idle = s.connect();
+    let mut busy = s.connect();
+    let mut user = s.login("fred");
+    // NOOPs before login do not count as logging in.
+    while start.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(busy.cmd("NOOP").status(), "OK");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for c in [&mut idle, &mut busy] {
+        let l = String::from_utf8_lossy(&c.read_line()).into_owned();
+        assert_eq!(l, "* BYE No login within 2 seconds, closing connection");
+        assert!(c.closed_within(Duration::from_secs(2)));
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // The session that logged in is still there after the login timeout.
+    std::thread::sleep(Duration::from_millis(500));
+    alive(&mut user);
+}
+
 #[test]
 fn a_client_that_never_reads_is_closed_by_the_write_timeout() {
     let s = server().arg("--write-timeout").arg("2").start();
