@@ -521,33 +521,7 @@ fn system_account() {
     ONCE.call_once(|| {
         need_binary("/usr/sbin/useradd", "passwd");
         need_binary("/usr/sbin/chpasswd", "passwd");
-        let exists = Command::new("id")
-            .arg(UNIX_USER)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !exists {
-            let st = Command::new("/usr/sbin/useradd")
-                .args(["-M", "-s", "/usr/sbin/nologin", UNIX_USER])
-                .status()
-                .unwrap();
-            assert!(
-                st.success(),
-                "useradd {UNIX_USER} failed (are the tests root?)"
-            );
-        }
-        let mut c = Command::new("/usr/sbin/chpasswd")
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        c.stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{UNIX_USER}:{UNIX_PASSWORD}\n").as_bytes())
-            .unwrap();
-        assert!(c.wait().unwrap().success(), "chpasswd failed");
+        account(UNIX_USER, UNIX_PASSWORD);
         let pam = PathBuf::from("/etc/pam.d").join(PAM_SERVICE);
         if !pam.exists() {
             std::fs::write(&pam, "@include common-auth\n@include common-account\n")
@@ -827,6 +801,11 @@ fn saslauthd_and_shadow_backends_as_a_non_root_user_in_their_groups() {
 /// it.
 fn own_system_account(name: &str, password: &str) {
     system_account();
+    account(name, password);
+}
+
+/// Make the system account `name` if it is missing, and set its password.
+fn account(name: &str, password: &str) {
     let exists = Command::new("id")
         .arg(name)
         .stdout(Stdio::null())
@@ -838,7 +817,7 @@ fn own_system_account(name: &str, password: &str) {
             .args(["-M", "-s", "/usr/sbin/nologin", name])
             .status()
             .unwrap();
-        assert!(st.success(), "useradd {name} failed");
+        assert!(st.success(), "useradd {name} failed (are the tests root?)");
     }
     let mut c = Command::new("/usr/sbin/chpasswd")
         .stdin(Stdio::piped())
