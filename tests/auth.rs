@@ -19,9 +19,9 @@ use common::{DEFAULT_OPTIONS, Server};
 
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/sasl_client.py");
 
-/// Options with the plaintext mechanisms allowed.
-fn plaintext_options() -> String {
-    format!("{DEFAULT_OPTIONS}imsp.sasl.allowplaintext N +\n")
+/// Options with the plaintext mechanisms allowed, and `extra` lines.
+fn plaintext_options(extra: &str) -> String {
+    format!("{DEFAULT_OPTIONS}imsp.sasl.allowplaintext N +\n{extra}")
 }
 
 /// Run the independent SASL client: its lines (CHALLENGE ..., RESULT ...).
@@ -97,7 +97,7 @@ fn need_binary(path: &str, package: &str) {
 
 #[test]
 fn file_backend_serves_every_mechanism() {
-    let s = Server::builder().options(&plaintext_options()).start();
+    let s = Server::builder().options(&plaintext_options("")).start();
     let mut c = s.connect();
     let caps = c.ok("CAPABILITY");
     assert_eq!(
@@ -161,7 +161,7 @@ fn file_backend_serves_every_mechanism() {
 
 #[test]
 fn authenticated_session_is_logged_in() {
-    let s = Server::builder().options(&plaintext_options()).start();
+    let s = Server::builder().options(&plaintext_options("")).start();
     let mut c = s.connect();
     c.fails("GET *", "NO");
     // AUTHENTICATE by hand: PLAIN with an initial response ("\0fred\0secret").
@@ -201,10 +201,7 @@ fn plaintext_mechanisms_follow_allowplaintext() {
 fn minimum_ssf_above_zero_offers_no_mechanism() {
     // No mechanism here has a security layer, and IMSP has no TLS: SSF 0.
     let s = Server::builder()
-        .options(&format!(
-            "{}imsp.sasl.minimum_ssf N 56\n",
-            plaintext_options()
-        ))
+        .options(&plaintext_options("imsp.sasl.minimum_ssf N 56\n"))
         .start();
     let mut c = s.connect();
     assert_eq!(c.ok("CAPABILITY"), vec!["* CAPABILITY LITERAL+"]);
@@ -215,9 +212,8 @@ fn minimum_ssf_above_zero_offers_no_mechanism() {
     c.ok("LOGIN fred secret");
     // 0 and a maximum exclude nothing.
     let s = Server::builder()
-        .options(&format!(
-            "{}imsp.sasl.minimum_ssf N 0\nimsp.sasl.maximum_ssf N 0\n",
-            plaintext_options()
+        .options(&plaintext_options(
+            "imsp.sasl.minimum_ssf N 0\nimsp.sasl.maximum_ssf N 0\n",
         ))
         .start();
     assert_eq!(
@@ -230,7 +226,7 @@ fn minimum_ssf_above_zero_offers_no_mechanism() {
 #[test]
 fn password_lines_without_secrets_serve_plain_only() {
     let s = Server::builder()
-        .options(&plaintext_options())
+        .options(&plaintext_options(""))
         .no_users()
         .start();
     // A hash made by libxcrypt for "secret", with no SASL secrets.
@@ -251,7 +247,7 @@ fn password_lines_without_secrets_serve_plain_only() {
 
 #[test]
 fn cancelled_and_malformed_exchanges() {
-    let s = Server::builder().options(&plaintext_options()).start();
+    let s = Server::builder().options(&plaintext_options("")).start();
     // Cancelled at each step of each mechanism: a tagged BAD.
     for (args, at) in [
         (vec!["PLAIN", "fred", "secret"], "1"),
@@ -299,9 +295,8 @@ fn cancelled_and_malformed_exchanges() {
 #[test]
 fn administrators_act_as_other_users() {
     let s = Server::builder()
-        .options(&format!(
-            "{}imsp.admin.subs N (watcher)\nimsp.admin.bboards N (postmaster)\n",
-            plaintext_options()
+        .options(&plaintext_options(
+            "imsp.admin.subs N (watcher)\nimsp.admin.bboards N (postmaster)\n",
         ))
         .user("watcher", "watchpw")
         .user("postmaster", "postpw")
@@ -459,9 +454,8 @@ fn logins_and_logouts_are_logged_at_level_3_not_at_2() {
 #[test]
 fn failed_logins_slow_down_then_close_the_session() {
     let s = Server::builder()
-        .options(&format!(
-            "{}imsp.login.failures.delay N 300\nimsp.login.failures.max N 4\n",
-            plaintext_options()
+        .options(&plaintext_options(
+            "imsp.login.failures.delay N 300\nimsp.login.failures.max N 4\n",
         ))
         .start();
     let mut c = s.connect();
@@ -531,10 +525,7 @@ fn system_account() {
 }
 
 fn unix_options(extra: &str) -> String {
-    format!(
-        "{}imsp.auth.pam.service N {PAM_SERVICE}\n{extra}",
-        plaintext_options()
-    )
+    plaintext_options(&format!("imsp.auth.pam.service N {PAM_SERVICE}\n{extra}"))
 }
 
 #[test]
