@@ -466,12 +466,6 @@ impl Lock {
         });
         Ok(kept)
     }
-
-    /// Close the lock files kept open (after the files they guard were
-    /// removed, say); held locks stay held.
-    pub fn close_kept() {
-        LOCK_FILES.with(|c| c.borrow_mut().open.clear());
-    }
 }
 
 impl Drop for Lock {
