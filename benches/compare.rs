@@ -4,6 +4,12 @@
 //! cyrus-imspd is measured when /usr/sbin/cyrus-imspd exists and this runs
 //! as root (1.8 keeps its data in /var/lib/imsp, which is moved aside for
 //! the run and put back after). `BENCH_QUICK=1` runs smaller counts.
+//!
+//! For comparing changes by hand: `BENCH_MODES=off-journal,on-rewrite`
+//! runs only those modes of imspd (fsync on/off, rewrite/journal),
+//! `BENCH_ONLY=setget,writers` only those measures (sessions, setget,
+//! search, store, writers, idle), `BENCH_NO_CYRUS=1` skips 1.8, and
+//! `IMSPD_BIN=path` measures another build of imspd.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -232,37 +238,46 @@ struct Counts {
     per_writer: usize,
 }
 
+/// Whether `what` is among the comma-separated words of the environment
+/// variable `var` (or the variable is unset).
+fn selected(var: &str, what: &str) -> bool {
+    std::env::var(var).map_or(true, |v| v.split(',').any(|w| w.trim() == what))
+}
+
 fn measure(t: &Target, k: &Counts) -> Figures {
+    let only = |m| selected("BENCH_ONLY", m);
     preload(&t.dir, "bench5k", 5_000);
     preload(&t.dir, "bench10k", 10_000);
     preload(&t.dir, "bench100k", k.big);
-    eprintln!("[{}] sessions", t.name);
-    let sessions = sessions_per_sec(t, k.sessions);
-    eprintln!("[{}] SET+GET", t.name);
-    let set_get = set_get_pairs_per_sec(t, k.pairs);
-    eprintln!("[{}] searches", t.name);
-    let search_5k = search_ms(t, "bench5k", 10);
-    let search_10k = search_ms(t, "bench10k", 10);
-    let search_100k = search_ms(t, "bench100k", 5);
-    eprintln!("[{}] STOREADDRESS", t.name);
-    let store_5k = stores_per_sec(t, "bench5k", k.stores);
-    let store_10k = stores_per_sec(t, "bench10k", k.stores);
-    let store_100k = stores_per_sec(t, "bench100k", (k.stores / 10).max(10));
-    eprintln!("[{}] 8 writers", t.name);
-    let concurrent = concurrent_writers(t, "benchconc", k.per_writer);
-    let idle_kb = idle_session_kb(t);
-    Figures {
-        sessions,
-        set_get,
-        store_5k,
-        search_5k,
-        store_10k,
-        search_10k,
-        search_100k,
-        store_100k,
-        concurrent,
-        idle_kb,
+    let mut f = Figures::default();
+    if only("sessions") {
+        eprintln!("[{}] sessions", t.name);
+        f.sessions = sessions_per_sec(t, k.sessions);
     }
+    if only("setget") {
+        eprintln!("[{}] SET+GET", t.name);
+        f.set_get = set_get_pairs_per_sec(t, k.pairs);
+    }
+    if only("search") {
+        eprintln!("[{}] searches", t.name);
+        f.search_5k = search_ms(t, "bench5k", 10);
+        f.search_10k = search_ms(t, "bench10k", 10);
+        f.search_100k = search_ms(t, "bench100k", 5);
+    }
+    if only("store") {
+        eprintln!("[{}] STOREADDRESS", t.name);
+        f.store_5k = stores_per_sec(t, "bench5k", k.stores);
+        f.store_10k = stores_per_sec(t, "bench10k", k.stores);
+        f.store_100k = stores_per_sec(t, "bench100k", (k.stores / 10).max(10));
+    }
+    if only("writers") {
+        eprintln!("[{}] 8 writers", t.name);
+        f.concurrent = concurrent_writers(t, "benchconc", k.per_writer);
+    }
+    if only("idle") {
+        f.idle_kb = idle_session_kb(t);
+    }
+    f
 }
 
 fn start_imspd(mode: Mode) -> Server {
@@ -404,6 +419,14 @@ fn main() {
         },
     ];
     let mut runs: Vec<(String, Figures)> = Vec::new();
+    let modes = modes.into_iter().filter(|m| {
+        let key = format!(
+            "{}-{}",
+            if m.fsync { "on" } else { "off" },
+            if m.journal { "journal" } else { "rewrite" }
+        );
+        selected("BENCH_MODES", &key)
+    });
     for mode in modes {
         let server = start_imspd(mode);
         let name = format!("imspd ({})", mode.label());
@@ -419,7 +442,10 @@ fn main() {
         );
         runs.push((mode.label(), f));
     }
-    let cyrus = Cyrus::start();
+    let cyrus = match std::env::var_os("BENCH_NO_CYRUS") {
+        Some(_) => None,
+        None => Cyrus::start(),
+    };
     let f_cy = cyrus.as_ref().map(|c| {
         measure(
             &Target {

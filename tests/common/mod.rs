@@ -13,6 +13,14 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_imspd");
 
+/// The binary servers start: `IMSPD_BIN` when set (the benchmark compares
+/// two builds that way), else this build's.
+pub fn server_bin() -> PathBuf {
+    std::env::var_os("IMSPD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(BIN))
+}
+
 /// Global options every test server starts with (a 1.8-style file).
 pub const DEFAULT_OPTIONS: &str = "common.date R \n\
 common.delivery.hosts R (mailhost.example.org)\n\
@@ -78,7 +86,7 @@ impl ServerBuilder {
         }
         let log_path = tmp.path().join("imspd.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(server_bin())
             .args(["-d", "-p", "0", "--listen", "127.0.0.1", "--data-dir"])
             .arg(&dir)
             .args(&self.args)
@@ -114,7 +122,7 @@ impl ServerBuilder {
 
 /// Set a password with the real `imspd passwd` command.
 pub fn set_password(dir: &Path, user: &str, password: &str) {
-    let mut c = Command::new(BIN)
+    let mut c = Command::new(server_bin())
         .args(["--data-dir"])
         .arg(dir)
         .args(["passwd", user])
