@@ -16,15 +16,53 @@ pub struct Connection {
     /// How long one write may wait for the client to take data.
     write_timeout: Duration,
     out: Vec<u8>,
+    /// One socket for both ways, left blocking: a read waits in the kernel
+    /// for at most the receive timeout set on it (`SO_RCVTIMEO`, this
+    /// value), never past the read deadline; a write for at most the write
+    /// timeout (`SO_SNDTIMEO`). That is one system call a read where a
+    /// non-blocking descriptor takes three (a read that would block, a
+    /// poll, the read again). `None`: non-blocking descriptors and poll
+    /// (two descriptors under inetd, or not a socket).
+    blocking: Option<Duration>,
     /// Session telemetry, when it is on (see [`crate::telemetry`]).
     pub tap: Option<Box<crate::telemetry::Tap>>,
 }
 
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+/// Set a socket timeout option (`SO_RCVTIMEO` or `SO_SNDTIMEO`); fails on
+/// a descriptor that is not a socket.
+fn set_socket_timeout(fd: RawFd, which: libc::c_int, t: Duration) -> io::Result<()> {
+    // A zero timeout would mean none: wait at least a millisecond.
+    let t = t.max(Duration::from_millis(1));
+    let tv = libc::timeval {
+        tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_usec: t.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: a timeval on the stack, its size given.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            which,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Make `fd` non-blocking (`on`) or blocking.
+fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor we were handed; no memory is involved.
     unsafe {
         let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+        let flags = match on {
+            true => flags | libc::O_NONBLOCK,
+            false => flags & !libc::O_NONBLOCK,
+        };
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags) < 0 {
             return Err(io::Error::last_os_error());
         }
     }
@@ -61,18 +99,51 @@ fn wait(fd: RawFd, events: libc::c_short, deadline: Instant) -> io::Result<()> {
 
 impl Connection {
     pub fn new(input: RawFd, output: RawFd, write_timeout: Duration) -> io::Result<Connection> {
-        set_nonblocking(input)?;
-        if output != input {
-            set_nonblocking(output)?;
-        }
+        let read_deadline = Instant::now() + Duration::from_secs(3600);
+        let socket = input == output
+            && set_socket_timeout(input, libc::SO_SNDTIMEO, write_timeout).is_ok()
+            && set_socket_timeout(input, libc::SO_RCVTIMEO, Duration::from_secs(3600)).is_ok();
+        let blocking = match socket {
+            true => {
+                set_nonblocking(input, false)?;
+                Some(Duration::from_secs(3600))
+            }
+            false => {
+                set_nonblocking(input, true)?;
+                if output != input {
+                    set_nonblocking(output, true)?;
+                }
+                None
+            }
+        };
         Ok(Connection {
             input,
             output,
-            read_deadline: Instant::now() + Duration::from_secs(3600),
+            read_deadline,
             write_timeout,
             out: Vec::with_capacity(4096),
+            blocking,
             tap: None,
         })
+    }
+
+    /// Before a blocking read: the socket's receive timeout is made no
+    /// longer than what is left until the read deadline (set again only
+    /// when it is longer: a new command's deadline is later than an
+    /// earlier one's, so this is rare).
+    fn bound_blocking_read(&mut self) -> io::Result<()> {
+        let Some(set) = self.blocking else {
+            return Ok(());
+        };
+        let left = self.read_deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        if set > left {
+            set_socket_timeout(self.input, libc::SO_RCVTIMEO, left)?;
+            self.blocking = Some(left);
+        }
+        Ok(())
     }
 
     /// Reading must complete before `deadline`.
@@ -106,6 +177,11 @@ impl Connection {
             }
             let e = io::Error::last_os_error();
             match e.kind() {
+                // A blocking socket waited the whole write timeout.
+                io::ErrorKind::WouldBlock if self.blocking.is_some() => {
+                    self.out.clear();
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
                 io::ErrorKind::WouldBlock => wait(
                     self.output,
                     libc::POLLOUT,
@@ -125,19 +201,34 @@ impl Connection {
 
 impl Transport for Connection {
     fn fill(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        let mut chunk = [0u8; 16 * 1024];
+        const CHUNK: usize = 16 * 1024;
         loop {
-            // SAFETY: reading into a stack buffer of the given length.
-            let n = unsafe { libc::read(self.input, chunk.as_mut_ptr().cast(), chunk.len()) };
+            self.bound_blocking_read()?;
+            // Straight into the buffer's spare room: nothing is zeroed or
+            // copied.
+            buf.reserve(CHUNK);
+            let start = buf.len();
+            let room = buf.capacity() - start;
+            // SAFETY: reading at most `room` bytes into the spare capacity
+            // of `buf`; only the bytes read are then counted in its length.
+            let n = unsafe {
+                let n = libc::read(self.input, buf.as_mut_ptr().add(start).cast(), room);
+                if n > 0 {
+                    buf.set_len(start + n as usize);
+                }
+                n
+            };
             if n >= 0 {
                 if let Some(t) = self.tap.as_mut() {
-                    t.client(&chunk[..n as usize]);
+                    t.client(&buf[start..]);
                 }
-                buf.extend_from_slice(&chunk[..n as usize]);
                 return Ok(n as usize);
             }
             let e = io::Error::last_os_error();
             match e.kind() {
+                // A blocking socket's receive timeout: the deadline is
+                // checked again before the next read.
+                io::ErrorKind::WouldBlock if self.blocking.is_some() => {}
                 io::ErrorKind::WouldBlock => wait(self.input, libc::POLLIN, self.read_deadline)?,
                 io::ErrorKind::Interrupted => {}
                 // A reset connection is the client going away.
