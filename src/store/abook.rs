@@ -626,7 +626,11 @@ impl Store {
         // With a quota the usage is read under the guard, held exclusive:
         // no other store can spend it meanwhile.
         let _guard = self.guard_existing(book, quota_kb > 0)?;
-        let usage = self.usage_of(&owner)?;
+        // (With no quota, nothing is checked against it.)
+        let usage = match quota_kb {
+            0 => 0,
+            _ => self.usage_of(&owner)?,
+        };
         let p = self.book_path(book);
         // Only the entry's lines are read and rewritten in the file.
         let (entry, delta) = self

@@ -5,19 +5,55 @@
 
 use std::cell::RefCell;
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 
 use fs2::FileExt;
 
 use super::StoreError;
 use super::codec;
 use super::journal::{self, Base, Op, Overlay, journal_path};
+
+/// A hasher for the path-keyed caches of one process: paths are hashed
+/// at every step of every command, and SipHash (the default, which
+/// resists keys chosen to collide) costs more there than the maps save.
+/// These keys are the process's own file names. (The multiply-rotate of
+/// rustc's FxHasher.)
+#[derive(Default, Clone, Copy)]
+pub struct PathHasher(u64);
+
+impl Hasher for PathHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write(&n.to_le_bytes());
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by paths, hashed with [`PathHasher`].
+pub type HashMap<K, V> = StdHashMap<K, V, BuildHasherDefault<PathHasher>>;
 
 /// How a file's keys are ordered and compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,17 +424,43 @@ pub struct Lock(Rc<File>);
 /// fork drops what it inherited.
 struct LockFiles {
     pid: u32,
-    open: HashMap<PathBuf, (Rc<File>, (u64, u64))>,
+    open: HashMap<OsString, (Rc<File>, (u64, u64))>,
 }
 
 /// Enough for the files of a session; an admin command walking the whole
 /// data directory does not keep hundreds open.
 const LOCK_FILES_KEPT: usize = 32;
 
+/// This process's id, kept: a session takes several locks a command, and
+/// each would otherwise ask the kernel (glibc keeps no copy). A child of a
+/// fork starts without it (`pthread_atfork`).
+static PID: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn forget_pid() {
+    PID.store(0, AtomicOrdering::Relaxed);
+}
+
+fn current_pid() -> u32 {
+    match PID.load(AtomicOrdering::Relaxed) {
+        0 => {
+            static REGISTER: std::sync::Once = std::sync::Once::new();
+            // SAFETY: registers a handler that only stores to an atomic,
+            // which is async-signal-safe.
+            REGISTER.call_once(|| unsafe {
+                libc::pthread_atfork(None, None, Some(forget_pid));
+            });
+            let pid = std::process::id();
+            PID.store(pid, AtomicOrdering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
+
 thread_local! {
     static LOCK_FILES: RefCell<LockFiles> = RefCell::new(LockFiles {
         pid: 0,
-        open: HashMap::new(),
+        open: HashMap::default(),
     });
 }
 
@@ -426,21 +488,21 @@ impl Lock {
                 Err(e) => return Err(StoreError::io(&lp, e)),
             }
             let _ = FileExt::unlock(&*f);
-            LOCK_FILES.with(|c| c.borrow_mut().open.remove(&lp));
+            LOCK_FILES.with(|c| c.borrow_mut().open.remove(lp.as_os_str()));
         }
     }
 
     /// The lock file at `lp`, open: kept from an earlier lock, or opened
     /// (made if missing) and kept.
     fn open(lp: &Path) -> Result<(Rc<File>, (u64, u64)), StoreError> {
-        let pid = std::process::id();
+        let pid = current_pid();
         if let Some(kept) = LOCK_FILES.with(|c| {
             let mut c = c.borrow_mut();
             if c.pid != pid {
                 c.pid = pid;
                 c.open.clear();
             }
-            c.open.get(lp).cloned()
+            c.open.get(lp.as_os_str()).cloned()
         }) {
             return Ok(kept);
         }
@@ -461,7 +523,7 @@ impl Lock {
                 c.open.retain(|_, (f, _)| Rc::strong_count(f) > 1);
             }
             if c.open.len() < LOCK_FILES_KEPT {
-                c.open.insert(lp.to_path_buf(), kept.clone());
+                c.open.insert(lp.as_os_str().to_owned(), kept.clone());
             }
         });
         Ok(kept)
@@ -504,21 +566,24 @@ enum JournalView {
 /// whether writes are fsynced and journaled.
 pub struct Files {
     /// Parsed records, journal applied.
-    cache: HashMap<PathBuf, (Version, Arc<Records>)>,
+    cache: HashMap<OsString, (Version, Arc<Records>)>,
     /// File bytes, journal applied, for scans that need no parsed records.
-    raw: HashMap<PathBuf, (Version, Arc<Vec<u8>>)>,
+    raw: HashMap<OsString, (Version, Arc<Vec<u8>>)>,
     /// The bytes of the file itself (no journal), for prefix updates.
-    mains: HashMap<PathBuf, (Option<Stamp>, Arc<Vec<u8>>)>,
+    mains: HashMap<OsString, (Option<Stamp>, Arc<Vec<u8>>)>,
     /// Whether a version of a file is in order, for [`Files::update_prefix`].
-    sorted: HashMap<PathBuf, (Option<Stamp>, bool)>,
-    journals: HashMap<PathBuf, JournalState>,
+    sorted: HashMap<OsString, (Option<Stamp>, bool)>,
+    journals: HashMap<OsString, JournalState>,
     /// Files this process appended changes to, to fold at the session's end.
-    appended: HashMap<PathBuf, Order>,
+    appended: HashMap<OsString, Order>,
     /// Versions seen since [`Files::new_command`]: one command reads a
     /// file as it was when the command first looked (writes look again,
     /// under the lock). `None` until a first command (a process that
     /// serves no commands always looks).
-    seen: Option<HashMap<PathBuf, Version>>,
+    seen: Option<HashMap<OsString, Version>>,
+    /// Whether a directory exists, as this command first found it (as
+    /// `seen`: kept only while commands are served).
+    dirs: RefCell<HashMap<OsString, bool>>,
     pub fsync: bool,
     /// Where journals may be (`None`: beside any file); no other file is
     /// looked at for one.
@@ -531,18 +596,30 @@ pub struct Files {
 impl Default for Files {
     fn default() -> Self {
         Files {
-            cache: HashMap::new(),
-            raw: HashMap::new(),
-            mains: HashMap::new(),
-            sorted: HashMap::new(),
-            journals: HashMap::new(),
-            appended: HashMap::new(),
+            cache: HashMap::default(),
+            raw: HashMap::default(),
+            mains: HashMap::default(),
+            sorted: HashMap::default(),
+            journals: HashMap::default(),
+            appended: HashMap::default(),
             seen: None,
+            dirs: RefCell::new(HashMap::default()),
             fsync: true,
             journal_dir: None,
             journaling: false,
         }
     }
+}
+
+/// Whether `path` is `dir` or in it, compared as bytes (the paths of a
+/// store are all made from its root the same way, and this is asked at
+/// every look at a file).
+fn under(path: &Path, dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let (p, d) = (path.as_os_str().as_bytes(), dir.as_os_str().as_bytes());
+    let d = d.strip_suffix(b"/").unwrap_or(d);
+    p.strip_prefix(d)
+        .is_some_and(|rest| rest.is_empty() || rest[0] == b'/')
 }
 
 fn stat(path: &Path) -> Result<Option<fs::Metadata>, StoreError> {
@@ -580,22 +657,44 @@ impl Files {
     /// A new command begins: files are looked at again.
     pub fn new_command(&mut self) {
         self.seen.get_or_insert_default().clear();
+        self.dirs.get_mut().clear();
+    }
+
+    /// Whether `path` is a directory: looked at once a command (a command
+    /// asks about its user's directory at every step).
+    pub fn is_dir(&self, path: &Path) -> bool {
+        if self.seen.is_none() {
+            return path.is_dir();
+        }
+        if let Some(&known) = self.dirs.borrow().get(path.as_os_str()) {
+            return known;
+        }
+        let now = path.is_dir();
+        self.dirs
+            .borrow_mut()
+            .insert(path.as_os_str().to_owned(), now);
+        now
+    }
+
+    /// A directory was made (or removed): look at it again.
+    pub fn forget_dir(&self, path: &Path) {
+        self.dirs.borrow_mut().remove(path.as_os_str());
     }
 
     fn unsee(&mut self, path: &Path) {
         if let Some(m) = self.seen.as_mut() {
-            m.remove(path);
+            m.remove(path.as_os_str());
         }
     }
 
     /// The version of `path` this command sees (see `seen`).
     fn seen_version(&mut self, path: &Path) -> Result<Version, StoreError> {
-        if let Some(v) = self.seen.as_ref().and_then(|m| m.get(path)) {
+        if let Some(v) = self.seen.as_ref().and_then(|m| m.get(path.as_os_str())) {
             return Ok(*v);
         }
         let v = self.version(path)?;
         if let Some(m) = self.seen.as_mut() {
-            m.insert(path.to_path_buf(), v);
+            m.insert(path.as_os_str().to_owned(), v);
         }
         Ok(v)
     }
@@ -616,14 +715,14 @@ impl Files {
             main,
             journal: self
                 .journals
-                .get(path)
+                .get(path.as_os_str())
                 .map(|st| (st.id.0, st.id.1, st.seen)),
         }
     }
 
     fn may_have_journal(&self, path: &Path) -> bool {
         match &self.journal_dir {
-            Some(dir) => path.starts_with(dir),
+            Some(dir) => under(path, dir),
             None => true,
         }
     }
@@ -635,18 +734,14 @@ impl Files {
     }
 
     fn journaled(&self, path: &Path) -> bool {
-        self.journaling
-            && self
-                .journal_dir
-                .as_deref()
-                .is_some_and(|d| path.starts_with(d))
+        self.journaling && self.journal_dir.as_deref().is_some_and(|d| under(path, d))
     }
 
     /// The records of `path` (empty when the file does not exist), from the
     /// cache when neither it nor its journal changed since it was parsed.
     pub fn read(&mut self, path: &Path, order: Order) -> Result<Arc<Records>, StoreError> {
         let now = self.seen_version(path)?;
-        if let Some((v, recs)) = self.cache.get(path)
+        if let Some((v, recs)) = self.cache.get(path.as_os_str())
             && *v == now
             && recs.order == order
         {
@@ -654,7 +749,8 @@ impl Files {
         }
         if now.main.is_none() && now.journal.is_none() {
             let recs = Arc::new(Records::new(order));
-            self.cache.insert(path.to_path_buf(), (now, recs.clone()));
+            self.cache
+                .insert(path.as_os_str().to_owned(), (now, recs.clone()));
             return Ok(recs);
         }
         let _lock = Lock::take(path, false)?;
@@ -666,7 +762,7 @@ impl Files {
     /// a scan of every record (a search) without building parsed records.
     pub fn read_raw(&mut self, path: &Path, order: Order) -> Result<Arc<Vec<u8>>, StoreError> {
         let now = self.seen_version(path)?;
-        if let Some((v, bytes)) = self.raw.get(path)
+        if let Some((v, bytes)) = self.raw.get(path.as_os_str())
             && *v == now
         {
             return Ok(bytes.clone());
@@ -680,7 +776,8 @@ impl Files {
             }
             _ => bytes,
         };
-        self.raw.insert(path.to_path_buf(), (now, bytes.clone()));
+        self.raw
+            .insert(path.as_os_str().to_owned(), (now, bytes.clone()));
         Ok(bytes)
     }
 
@@ -690,7 +787,7 @@ impl Files {
             Ok(mut f) => {
                 let m = f.metadata().map_err(|e| StoreError::io(path, e))?;
                 let stamp = Some(stamp_of(&m));
-                if let Some((s, bytes)) = self.mains.get(path)
+                if let Some((s, bytes)) = self.mains.get(path.as_os_str())
                     && *s == stamp
                 {
                     return Ok((stamp, bytes.clone()));
@@ -705,7 +802,7 @@ impl Files {
         };
         let bytes = Arc::new(bytes);
         self.mains
-            .insert(path.to_path_buf(), (stamp, bytes.clone()));
+            .insert(path.as_os_str().to_owned(), (stamp, bytes.clone()));
         Ok((stamp, bytes))
     }
 
@@ -722,11 +819,11 @@ impl Files {
         }
         let jp = journal_path(path);
         let Some(m) = stat(&jp)? else {
-            self.journals.remove(path);
+            self.journals.remove(path.as_os_str());
             return Ok(JournalView::None);
         };
         let id = (m.dev(), m.ino());
-        if let Some(st) = self.journals.get(path)
+        if let Some(st) = self.journals.get(path.as_os_str())
             && st.id == id
             && st.seen == m.size()
             && st.header.is_some_and(|h| h.1 == main)
@@ -740,7 +837,7 @@ impl Files {
         let mut f = match File::open(&jp) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.journals.remove(path);
+                self.journals.remove(path.as_os_str());
                 return Ok(JournalView::None);
             }
             Err(e) => return Err(StoreError::io(&jp, e)),
@@ -751,7 +848,7 @@ impl Files {
         // inode, at least as long, and for the same version of the file
         // (an inode of a removed journal may be reused by a new one, which
         // is for another version: the one the removal's fold wrote).
-        let st = match self.journals.remove(path) {
+        let st = match self.journals.remove(path.as_os_str()) {
             Some(mut st)
                 if st.id == id && m.size() >= st.seen && st.header.is_some_and(|h| h.1 == main) =>
             {
@@ -799,7 +896,7 @@ impl Files {
             },
             _ => JournalView::Obsolete,
         };
-        self.journals.insert(path.to_path_buf(), st);
+        self.journals.insert(path.as_os_str().to_owned(), st);
         Ok(view)
     }
 
@@ -817,7 +914,7 @@ impl Files {
         order: Order,
         now: Version,
     ) -> Result<Arc<Records>, StoreError> {
-        if let Some((v, recs)) = self.cache.get(path)
+        if let Some((v, recs)) = self.cache.get(path.as_os_str())
             && *v == now
             && recs.order == order
         {
@@ -832,7 +929,8 @@ impl Files {
             overlay.apply(&mut recs);
         }
         let recs = Arc::new(recs);
-        self.cache.insert(path.to_path_buf(), (now, recs.clone()));
+        self.cache
+            .insert(path.as_os_str().to_owned(), (now, recs.clone()));
         Ok(recs)
     }
 
@@ -852,7 +950,7 @@ impl Files {
             JournalView::None => Ok(main),
             JournalView::Obsolete => {
                 remove_if_there(&journal_path(path))?;
-                self.journals.remove(path);
+                self.journals.remove(path.as_os_str());
                 Ok(main)
             }
             JournalView::Valid { torn, .. } if torn || !journaling => {
@@ -866,7 +964,7 @@ impl Files {
     /// as [`Files::settle`] just read them.
     fn overlay_known(&self, path: &Path, main: Option<Stamp>) -> Option<Arc<Overlay>> {
         self.journals
-            .get(path)
+            .get(path.as_os_str())
             .filter(|st| st.header.is_some_and(|h| h.1 == main))
             .map(|st| st.overlay.clone())
     }
@@ -881,18 +979,21 @@ impl Files {
         let bytes = recs.encode();
         let m = write_atomic(path, &bytes, self.fsync)?;
         remove_if_there(&journal_path(path))?;
-        self.journals.remove(path);
-        self.appended.remove(path);
+        self.journals.remove(path.as_os_str());
+        self.appended.remove(path.as_os_str());
         let stamp = Some(stamp_of(&m));
         let now = Version {
             main: stamp,
             journal: None,
         };
         let bytes = Arc::new(bytes);
-        self.cache.insert(path.to_path_buf(), (now, recs));
-        self.raw.insert(path.to_path_buf(), (now, bytes.clone()));
-        self.mains.insert(path.to_path_buf(), (stamp, bytes));
-        self.sorted.insert(path.to_path_buf(), (stamp, true));
+        self.cache.insert(path.as_os_str().to_owned(), (now, recs));
+        self.raw
+            .insert(path.as_os_str().to_owned(), (now, bytes.clone()));
+        self.mains
+            .insert(path.as_os_str().to_owned(), (stamp, bytes));
+        self.sorted
+            .insert(path.as_os_str().to_owned(), (stamp, true));
         Ok(stamp_of(&m))
     }
 
@@ -914,7 +1015,7 @@ impl Files {
         // lock); or none.
         let existing = self
             .journals
-            .remove(path)
+            .remove(path.as_os_str())
             .filter(|st| st.header.is_some_and(|h| h.1 == main) && st.valid == st.seen);
         let mut bytes = match existing {
             Some(_) => Vec::new(),
@@ -969,9 +1070,9 @@ impl Files {
         st.seen += bytes.len() as u64;
         st.valid = st.seen;
         let (id, size) = (st.id, st.seen);
-        self.journals.insert(path.to_path_buf(), st);
-        self.appended.insert(path.to_path_buf(), order);
-        self.raw.remove(path);
+        self.journals.insert(path.as_os_str().to_owned(), st);
+        self.appended.insert(path.as_os_str().to_owned(), order);
+        self.raw.remove(path.as_os_str());
         if size > fold_threshold(main.map_or(0, |s| s.size)) {
             self.fold_locked(path, order)?;
             return Ok(None);
@@ -986,6 +1087,7 @@ impl Files {
     /// the end of a session, so that the files it leaves are 1.8's.
     pub fn fold_appended(&mut self) {
         for (path, order) in std::mem::take(&mut self.appended) {
+            let path = PathBuf::from(path);
             let done = Lock::take(&path, true).and_then(|_lock| self.settle(&path, order, false));
             if let Err(e) = done {
                 crate::log_error!("folding the journal of {}: {e}", path.display());
@@ -1017,7 +1119,7 @@ impl Files {
             }
             None => {
                 remove_if_there(&jp)?;
-                self.journals.remove(path);
+                self.journals.remove(path.as_os_str());
             }
         }
         Ok(true)
@@ -1043,15 +1145,16 @@ impl Files {
         self.unsee(path);
         let journaling = self.journaled(path);
         let main = self.settle(path, order, journaling)?;
-        let (stamp, bytes) = match self.mains.get(path) {
+        let (stamp, bytes) = match self.mains.get(path.as_os_str()) {
             Some((s, bytes)) if *s == main => (main, bytes.clone()),
             _ => self.load_main(path)?,
         };
-        let sorted = match self.sorted.get(path) {
+        let sorted = match self.sorted.get(path.as_os_str()) {
             Some((s, sorted)) if *s == stamp => *sorted,
             _ => {
                 let sorted = lines_in_order(&bytes, order);
-                self.sorted.insert(path.to_path_buf(), (stamp, sorted));
+                self.sorted
+                    .insert(path.as_os_str().to_owned(), (stamp, sorted));
                 sorted
             }
         };
@@ -1072,7 +1175,7 @@ impl Files {
         if part.iter().any(|(k, _)| !has_prefix(order, k, prefix)) {
             return Err(StoreError::Invalid("a change went outside its records".into()).into());
         }
-        self.cache.remove(path);
+        self.cache.remove(path.as_os_str());
         if let Some(before) = before {
             let ops = journal::diff(order, &before, &part);
             if !ops.is_empty() {
@@ -1094,9 +1197,11 @@ impl Files {
             main: stamp,
             journal: None,
         };
-        self.raw.insert(path.to_path_buf(), (now, new.clone()));
-        self.mains.insert(path.to_path_buf(), (stamp, new));
-        self.sorted.insert(path.to_path_buf(), (stamp, true));
+        self.raw
+            .insert(path.as_os_str().to_owned(), (now, new.clone()));
+        self.mains.insert(path.as_os_str().to_owned(), (stamp, new));
+        self.sorted
+            .insert(path.as_os_str().to_owned(), (stamp, true));
         Ok(result)
     }
 
@@ -1118,7 +1223,7 @@ impl Files {
         let main = self.settle(path, order, journaling)?;
         let now = self.version_known(path, main);
         let current = self.load_with(path, order, now)?;
-        self.cache.remove(path);
+        self.cache.remove(path.as_os_str());
         if journaling {
             let mut recs = (*current).clone();
             let (result, write) = change(&mut recs)?;
@@ -1132,7 +1237,8 @@ impl Files {
             if write && !ops.is_empty() {
                 // Folded (`None`): the cache already holds the new file.
                 if let Some(now) = self.append(path, order, main, ops)? {
-                    self.cache.insert(path.to_path_buf(), (now, Arc::new(recs)));
+                    self.cache
+                        .insert(path.as_os_str().to_owned(), (now, Arc::new(recs)));
                 }
             }
             return Ok(result);
@@ -1145,7 +1251,8 @@ impl Files {
                 main: Some(stamp_of(&m)),
                 journal: None,
             };
-            self.cache.insert(path.to_path_buf(), (now, Arc::new(recs)));
+            self.cache
+                .insert(path.as_os_str().to_owned(), (now, Arc::new(recs)));
         }
         Ok(result)
     }
@@ -1170,11 +1277,11 @@ impl Files {
 
     fn forget(&mut self, path: &Path) {
         self.unsee(path);
-        self.cache.remove(path);
-        self.raw.remove(path);
-        self.mains.remove(path);
-        self.journals.remove(path);
-        self.appended.remove(path);
+        self.cache.remove(path.as_os_str());
+        self.raw.remove(path.as_os_str());
+        self.mains.remove(path.as_os_str());
+        self.journals.remove(path.as_os_str());
+        self.appended.remove(path.as_os_str());
     }
 
     /// Rename `from` to `to` (both under their exclusive locks), the

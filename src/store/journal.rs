@@ -34,9 +34,15 @@ use super::file::{Order, Records};
 
 /// The journal of `path`: `.journal.` before its file name.
 pub fn journal_path(path: &Path) -> PathBuf {
-    let mut name = std::ffi::OsString::from(".journal.");
-    name.push(path.file_name().unwrap_or_default());
-    path.with_file_name(name)
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    // On the bytes: this is made at every look at a file.
+    let bytes = path.as_os_str().as_bytes();
+    let at = memchr::memrchr(b'/', bytes).map_or(0, |i| i + 1);
+    let mut p = Vec::with_capacity(bytes.len() + 9);
+    p.extend_from_slice(&bytes[..at]);
+    p.extend_from_slice(b".journal.");
+    p.extend_from_slice(&bytes[at..]);
+    PathBuf::from(std::ffi::OsString::from_vec(p))
 }
 
 /// The file a journal belongs to.

@@ -50,12 +50,9 @@ pub struct Store {
     root: PathBuf,
     pub files: Files,
     /// Entry indexes of address books, with the bytes they index.
-    indexes: std::collections::HashMap<
-        String,
-        (std::sync::Arc<Vec<u8>>, std::sync::Arc<abook::EntryIndex>),
-    >,
+    indexes: file::HashMap<String, (std::sync::Arc<Vec<u8>>, std::sync::Arc<abook::EntryIndex>)>,
     /// The options files as last checked for damaged lines.
-    options_seen: std::collections::HashMap<PathBuf, std::sync::Arc<Records>>,
+    options_seen: file::HashMap<std::ffi::OsString, std::sync::Arc<Records>>,
 }
 
 impl Store {
@@ -119,15 +116,33 @@ impl Store {
 
     /// `user/NAME`, for a name already checked by [`names::check_user`].
     pub fn user_dir(&self, user: &str) -> PathBuf {
-        self.root.join("user").join(user)
+        self.user_path_of(user, None)
     }
 
     pub fn user_path(&self, user: &str, file: &str) -> PathBuf {
-        self.user_dir(user).join(file)
+        self.user_path_of(user, Some(file))
+    }
+
+    /// `ROOT/user/NAME[/FILE]`, made in one allocation (paths are made at
+    /// every step of every command).
+    fn user_path_of(&self, user: &str, file: Option<&str>) -> PathBuf {
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
+        let root = self.root.as_os_str().as_bytes();
+        let root = root.strip_suffix(b"/").unwrap_or(root);
+        let file = file.unwrap_or("");
+        let mut p = Vec::with_capacity(root.len() + user.len() + file.len() + 8);
+        p.extend_from_slice(root);
+        p.extend_from_slice(b"/user/");
+        p.extend_from_slice(user.as_bytes());
+        if !file.is_empty() {
+            p.push(b'/');
+            p.extend_from_slice(file.as_bytes());
+        }
+        PathBuf::from(std::ffi::OsString::from_vec(p))
     }
 
     pub fn user_exists(&self, user: &str) -> bool {
-        self.user_dir(user).is_dir()
+        self.files.is_dir(&self.user_dir(user))
     }
 
     /// Remove temp files left by killed writers: in a user's directory
@@ -154,6 +169,7 @@ impl Store {
             Ok(()) => {}
             Err(e) => return Err(StoreError::io(&dir, e)),
         }
+        self.files.forget_dir(&dir);
         if self.files.fsync {
             file::sync_dir(dir.parent().unwrap_or(&self.root))?;
         }

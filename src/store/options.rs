@@ -80,7 +80,24 @@ impl OptionTable {
 
     /// The value of `name`, whatever its type.
     pub fn value(&self, name: &str) -> Option<Vec<u8>> {
-        self.get(name).map(|e| e.value)
+        self.value_ref(name).map(<[u8]>::to_vec)
+    }
+
+    /// The value of `name` as stored (no copy), whatever its type.
+    pub fn value_ref(&self, name: &str) -> Option<&[u8]> {
+        let raw = self.0.get(name.as_bytes())?;
+        OptKind::from_letter(*raw.first()?)?;
+        match raw.get(1) {
+            None => Some(&[]),
+            Some(b' ') => Some(&raw[2..]),
+            Some(_) => None,
+        }
+    }
+
+    /// Whether this is the same parse of the same file as `other` (a file
+    /// unchanged since is not parsed again).
+    pub fn same_as(&self, other: &OptionTable) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// Every well-formed option, in file order.
@@ -88,11 +105,34 @@ impl OptionTable {
         self.0.iter().filter_map(|(k, v)| decode(k, v))
     }
 
+    /// Every well-formed option as stored, `(name, type, value)`, in file
+    /// order, without copying.
+    pub fn iter_raw(&self) -> impl Iterator<Item = (&[u8], OptKind, &[u8])> + '_ {
+        self.0.iter().filter_map(|(k, raw)| {
+            let kind = OptKind::from_letter(*raw.first()?)?;
+            match raw.get(1) {
+                None => Some((k, kind, &raw[1..])),
+                Some(b' ') => Some((k, kind, &raw[2..])),
+                Some(_) => None,
+            }
+        })
+    }
+
+    /// The type of `name`, if it is set.
+    pub fn kind_of(&self, name: &[u8]) -> Option<OptKind> {
+        let raw = self.0.get(name)?;
+        let kind = OptKind::from_letter(*raw.first()?)?;
+        matches!(raw.get(1), None | Some(b' ')).then_some(kind)
+    }
+
     /// A boolean option: on when its value is `+` (or `1`, `yes`, `on`).
     pub fn flag(&self, name: &str) -> Option<bool> {
-        let v = self.value(name)?;
-        let v = String::from_utf8_lossy(&v).trim().to_ascii_lowercase();
-        Some(matches!(v.as_str(), "+" | "1" | "yes" | "on" | "true"))
+        let v = self.value_ref(name)?.trim_ascii();
+        Some(
+            ["+", "1", "yes", "on", "true"]
+                .iter()
+                .any(|w| v.eq_ignore_ascii_case(w.as_bytes())),
+        )
     }
 
     /// `imsp.log.level`, 0 to 9 (2 when unset or not a number).
@@ -102,7 +142,8 @@ impl OptionTable {
 
     /// An integer option.
     pub fn number(&self, name: &str) -> Option<i64> {
-        String::from_utf8_lossy(&self.value(name)?)
+        std::str::from_utf8(self.value_ref(name)?)
+            .ok()?
             .trim()
             .parse()
             .ok()
@@ -110,7 +151,7 @@ impl OptionTable {
 
     /// A list option `(a b c)`; a bare word is a list of one.
     pub fn list(&self, name: &str) -> Vec<String> {
-        self.value(name).map(|v| parse_list(&v)).unwrap_or_default()
+        self.value_ref(name).map(parse_list).unwrap_or_default()
     }
 }
 
@@ -172,7 +213,7 @@ impl Store {
         let recs = self.files.read(p, ORDER)?;
         let fresh = self
             .options_seen
-            .get(p)
+            .get(p.as_os_str())
             .is_none_or(|seen| !Arc::ptr_eq(seen, &recs));
         if fresh {
             for (k, v) in recs.iter() {
@@ -184,7 +225,8 @@ impl Store {
                     );
                 }
             }
-            self.options_seen.insert(p.to_path_buf(), recs.clone());
+            self.options_seen
+                .insert(p.as_os_str().to_owned(), recs.clone());
         }
         Ok(OptionTable(recs))
     }
@@ -201,13 +243,7 @@ impl Store {
         value: Option<&[u8]>,
         quota_kb: u64,
     ) -> Result<Written, StoreError> {
-        let p = self.user_path(user, "options");
-        // The books count only when no usage is recorded yet.
-        let books = match quota::stored_usage(&*self.files.read(&p, ORDER)?) {
-            Some(_) => 0,
-            None => quota::books_usage(self, user)?,
-        };
-        self.files.update(&p, ORDER, |recs| {
+        self.update_with_usage(user, |recs, usage| {
             let old = recs
                 .key_of(name.as_bytes())
                 .and_then(|k| decode(k, recs.get(k)?));
@@ -219,8 +255,7 @@ impl Store {
                 Some((OptKind::ReadWrite, v)) => quota::option_cost(name, v),
                 _ => 0,
             };
-            let before =
-                quota::stored_usage(recs).unwrap_or_else(|| quota::options_usage(recs) + books);
+            let before = usage.bytes;
             // A usage recorded lower than what it should count (an edited
             // or restored file) floors at zero rather than wrapping.
             let after = before.saturating_sub(cost(old.as_ref().map(|o| (o.kind, &o.value[..]))))

@@ -124,19 +124,59 @@ impl Store {
         if delta == 0 || !self.user_exists(user) {
             return Ok(());
         }
-        let p = self.user_path(user, "options");
-        let recorded = stored_usage(&*self.files.read(&p, OPTION_ORDER)?);
-        let fresh = match recorded {
-            Some(_) => None,
-            None => Some(books_usage(self, user)?),
-        };
-        self.files.update(&p, OPTION_ORDER, |recs| {
-            let now = match stored_usage(recs) {
-                Some(u) => u.saturating_add_signed(delta),
-                None => options_usage(recs) + fresh.unwrap_or(0),
+        self.update_with_usage(user, |recs, usage| {
+            // A computed usage counts the change already.
+            let now = match usage.recorded {
+                true => usage.bytes.saturating_add_signed(delta),
+                false => usage.bytes,
             };
             store_usage(recs, now);
             Ok::<_, StoreError>(((), true))
         })
     }
+
+    /// Read-modify-write a user's options file, `change` given the usage
+    /// as it is before: the recorded value, or computed from the files.
+    /// The books are read for that outside the options file's lock, which
+    /// address book changes take while they hold a book's lock: a change
+    /// that finds no recorded usage under the lock lets it go, reads the
+    /// books, and runs again (`change` may be called twice).
+    pub fn update_with_usage<T>(
+        &mut self,
+        user: &str,
+        mut change: impl FnMut(&mut Records, Usage) -> Result<(T, bool), StoreError>,
+    ) -> Result<T, StoreError> {
+        let p = self.user_path(user, "options");
+        let mut books = None;
+        loop {
+            let done = self.files.update(&p, OPTION_ORDER, |recs| {
+                let usage = match (stored_usage(recs), books) {
+                    (Some(bytes), _) => Usage {
+                        bytes,
+                        recorded: true,
+                    },
+                    (None, Some(b)) => Usage {
+                        bytes: options_usage(recs) + b,
+                        recorded: false,
+                    },
+                    (None, None) => return Ok((None, false)),
+                };
+                let (t, write) = change(recs, usage)?;
+                Ok::<_, StoreError>((Some(t), write))
+            })?;
+            match done {
+                Some(t) => return Ok(t),
+                None => books = Some(books_usage(self, user)?),
+            }
+        }
+    }
+}
+
+/// A user's usage before a change, as [`Store::update_with_usage`] found it.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    pub bytes: u64,
+    /// Recorded in the options file (else computed from the files, and so
+    /// counting a change already written to them).
+    pub recorded: bool,
 }
