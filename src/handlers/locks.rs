@@ -34,7 +34,8 @@ impl Handler<'_> {
             Ok(Locked::Taken) => {
                 self.lock_owners.insert(user);
                 // The client's cached value must be current: send it.
-                if let Ok(mut all) = self.visible_options()
+                let wanted = |n: &[u8]| n.eq_ignore_ascii_case(name.as_bytes());
+                if let Ok(mut all) = self.visible_options(&wanted)
                     && let Some(option) = all.remove(&name.to_ascii_lowercase())
                 {
                     out.send(option.response());

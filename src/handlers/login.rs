@@ -144,6 +144,7 @@ impl Handler<'_> {
         crate::log_login!("login: {user} from {}", self.peer);
         let text = format!("User `{user}' Logged in");
         self.login_user = Some(user.clone());
+        self.admin.set(None);
         self.password = password;
         self.user = Some(user);
         self.login_failures = 0;

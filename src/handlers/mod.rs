@@ -139,6 +139,9 @@ pub struct Handler<'a> {
     /// Who authenticated; differs from `user` after a full administrator's
     /// second LOGIN as another user.
     pub(crate) login_user: Option<String>,
+    /// Whether `login_user` is a full administrator, once asked (until the
+    /// global options or the login change).
+    admin: std::cell::Cell<Option<bool>>,
     /// The LOGIN password, kept for the proxy-IMAP client.
     pub(crate) password: Option<Vec<u8>>,
     /// The global options as of the current command.
@@ -166,6 +169,7 @@ impl<'a> Handler<'a> {
             auth: Auth::new(&settings.data_dir),
             user: None,
             login_user: None,
+            admin: None.into(),
             password: None,
             global: None,
             holder: None,
@@ -187,6 +191,11 @@ impl<'a> Handler<'a> {
     /// current file (re-parsed only when it changed on disk).
     fn refresh(&mut self) -> Result<(), StoreError> {
         let g = self.store.global_options()?;
+        if self.global.as_ref().is_some_and(|old| old.same_as(&g)) {
+            // Unchanged since the last command: so is what it sets.
+            return Ok(());
+        }
+        self.admin.set(None);
         crate::log::set_level(g.log_level());
         self.store
             .set_fsync(g.flag("imsp.db.fsync").unwrap_or(true));
@@ -210,9 +219,15 @@ impl<'a> Handler<'a> {
     /// authenticated identity (`login_user`), never from the user an
     /// administrator acts as.
     pub(crate) fn is_admin(&self) -> bool {
-        self.login_user
+        if let Some(known) = self.admin.get() {
+            return known;
+        }
+        let admin = self
+            .login_user
             .as_deref()
-            .is_some_and(|u| self.listed_in("imsp.admin.all", u))
+            .is_some_and(|u| self.listed_in("imsp.admin.all", u));
+        self.admin.set(Some(admin));
+        admin
     }
 
     /// Run one command that needs no SASL exchange with the client.

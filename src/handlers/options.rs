@@ -90,36 +90,51 @@ impl Handler<'_> {
         self.user.as_deref().expect("logged in")
     }
 
-    /// The effective options the user sees, by lower-case name.
-    pub(super) fn visible_options(&mut self) -> Result<BTreeMap<String, Visible>, Done> {
+    /// The effective options the user sees whose names are `wanted`, by
+    /// lower-case name.
+    pub(super) fn visible_options(
+        &mut self,
+        wanted: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<BTreeMap<String, Visible>, Done> {
         let admin = self.is_admin();
         let user = self.user_name().to_string();
         let mine = self.store.user_options(&user)?;
         let mut all = BTreeMap::new();
-        for e in self.global().iter() {
-            let rw = match e.kind {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        for (name, kind, value) in self.global().iter_raw() {
+            let rw = match kind {
                 OptKind::NonVisible if !admin => continue,
                 OptKind::ReadWrite => true,
                 _ => false,
             };
+            if !wanted(name) {
+                continue;
+            }
+            let name = text(name);
             all.insert(
-                e.name.to_ascii_lowercase(),
-                Visible::new(e.name, e.value, rw),
+                name.to_ascii_lowercase(),
+                Visible::new(name, value.to_vec(), rw),
             );
         }
-        for e in mine.iter() {
-            let key = e.name.to_ascii_lowercase();
+        for (name, kind, value) in mine.iter_raw() {
+            if !wanted(name) {
+                continue;
+            }
             let global_locked = self
                 .global()
-                .get(&e.name)
-                .is_some_and(|g| g.kind != OptKind::ReadWrite);
-            let rw = match e.kind {
+                .kind_of(name)
+                .is_some_and(|k| k != OptKind::ReadWrite);
+            let rw = match kind {
                 OptKind::ReadWrite if global_locked => continue,
                 OptKind::ReadWrite => true,
                 OptKind::NonVisible if !admin => continue,
                 _ => false,
             };
-            all.insert(key, Visible::new(e.name, e.value, rw));
+            let name = text(name);
+            all.insert(
+                name.to_ascii_lowercase(),
+                Visible::new(name, value.to_vec(), rw),
+            );
         }
         // Magic options.
         let set_magic = |all: &mut BTreeMap<String, Visible>, name: &str, value: Vec<u8>| {
@@ -131,32 +146,38 @@ impl Handler<'_> {
             }
             e.read_write = false;
         };
-        set_magic(&mut all, "common.date", rfc822_now().into_bytes());
-        let domain = self
-            .global()
-            .value("common.domain")
-            .map(|d| String::from_utf8_lossy(&d).into_owned())
-            .unwrap_or_else(|| self.settings.hostname.clone());
-        set_magic(
-            &mut all,
-            "common.from",
-            format!("{user}@{domain}").into_bytes(),
-        );
-        let usage = match mine.number(USAGE_OPTION) {
-            Some(n) => n.max(0) as u64,
-            None => quota::recompute(&mut self.store, &user)?,
-        };
-        set_magic(
-            &mut all,
-            USAGE_OPTION,
-            quota::kilobytes(usage).to_string().into_bytes(),
-        );
+        if wanted(b"common.date") {
+            set_magic(&mut all, "common.date", rfc822_now().into_bytes());
+        }
+        if wanted(b"common.from") {
+            let domain = self
+                .global()
+                .value_ref("common.domain")
+                .map(text)
+                .unwrap_or_else(|| self.settings.hostname.clone());
+            set_magic(
+                &mut all,
+                "common.from",
+                format!("{user}@{domain}").into_bytes(),
+            );
+        }
+        if wanted(USAGE_OPTION.as_bytes()) {
+            let usage = match mine.number(USAGE_OPTION) {
+                Some(n) => n.max(0) as u64,
+                None => quota::recompute(&mut self.store, &user)?,
+            };
+            set_magic(
+                &mut all,
+                USAGE_OPTION,
+                quota::kilobytes(usage).to_string().into_bytes(),
+            );
+        }
         Ok(all)
     }
 
     pub(super) fn get(&mut self, pattern: &[u8], out: &mut dyn Output) -> Done {
         let pat = Pattern::new(pattern, true);
-        let all = match self.visible_options() {
+        let all = match self.visible_options(&|name| pat.matches(name)) {
             Ok(a) => a,
             Err(d) => return d,
         };
