@@ -357,6 +357,56 @@ fn quota_counts_address_book_fields() {
     );
 }
 
+/// With no quota no running count is kept (every address book change would
+/// wait for the owner's options file): a count recorded before is dropped
+/// at the first change, GET computes the usage from the files, and a quota
+/// set later is checked against the real usage.
+#[test]
+fn without_a_quota_the_usage_is_computed_when_asked() {
+    let s = Server::builder()
+        .options(&common::DEFAULT_OPTIONS.replace("imsp.user.quota R 1000", "imsp.user.quota R 0"))
+        .start();
+    std::fs::create_dir_all(s.dir.join("user/fred")).unwrap();
+    std::fs::write(
+        s.dir.join("user/fred/options"),
+        "fred.test W hello world\nimsp.user.quota.usage R 20\n",
+    )
+    .unwrap();
+    let mut c = s.login("fred");
+    barney(&mut c);
+    // The recorded count went with the first change; the option stayed.
+    assert_eq!(s.read("user/fred/options"), "fred.test W hello world\n");
+    c.ok("STOREADDRESS fred Wilma email wilma@bedrock");
+    c.ok("DELETEADDRESS fred Wilma");
+    c.ok("SET fred.more x");
+    // Neither the store nor the delete wrote a count; the SET made none.
+    assert_eq!(
+        s.read("user/fred/options"),
+        "fred.more W x\nfred.test W hello world\n"
+    );
+    // 9 + 11 and 9 + 1 for the options, 5 + 14 and 5 + 3 for the fields.
+    assert_eq!(
+        c.ok("GET imsp.user.quota.usage"),
+        vec!["* OPTION imsp.user.quota.usage 1 [READ-ONLY]"]
+    );
+    // A quota of 1 KB: the 57 bytes in use are counted, so 1,000 more fit
+    // and 1,000 after them do not.
+    let options = s
+        .read("options")
+        .replace("imsp.user.quota R 0", "imsp.user.quota R 1");
+    std::fs::write(s.dir.join("options"), options).unwrap();
+    c.ok(&format!("STOREADDRESS fred Big notes {}", "x".repeat(950)));
+    assert!(
+        s.read("user/fred/options")
+            .contains(&format!("imsp.user.quota.usage R {}\n", 57 + 5 + 950))
+    );
+    let t = c.fails(
+        &format!("STOREADDRESS fred Bigger notes {}", "x".repeat(100)),
+        "NO",
+    );
+    assert!(t.contains("quota"), "{t}");
+}
+
 #[test]
 fn sixteen_processes_storing_into_one_book_lose_nothing() {
     let s = Server::start();

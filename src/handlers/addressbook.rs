@@ -87,13 +87,8 @@ impl Handler<'_> {
     /// global one; 0: none).
     pub(super) fn quota_of(&mut self, user: &str) -> Result<u64, Done> {
         let mine = self.store.user_options(user)?;
-        let q = mine
-            .get("imsp.user.quota")
-            .filter(|e| e.kind != crate::store::OptKind::ReadWrite)
-            .and_then(|_| mine.number("imsp.user.quota"))
-            .or_else(|| self.global().number("imsp.user.quota"))
-            .unwrap_or(0);
-        Ok(q.max(0) as u64)
+        let global = self.global().number("imsp.user.quota");
+        Ok(super::options::quota_limit(mine.view(), global))
     }
 
     pub(super) fn addressbook(&mut self, pattern: &[u8], out: &mut dyn Output) -> Done {
@@ -190,7 +185,8 @@ impl Handler<'_> {
             if owner_of(&book) == book {
                 return Err(Done::no("The default address book cannot be deleted"));
             }
-            self.store.delete_book(&book)?;
+            let quota = self.quota_of(owner_of(&book))?;
+            self.store.delete_book(&book, quota)?;
             Ok(())
         })();
         match r {
@@ -336,7 +332,8 @@ impl Handler<'_> {
     pub(super) fn delete_address(&mut self, raw: &[u8], name: &[u8]) -> Done {
         let r = (|| {
             let book = self.writable_book(raw)?;
-            if !self.store.delete_entry(&book, name)? {
+            let quota = self.quota_of(owner_of(&book))?;
+            if !self.store.delete_entry(&book, name, quota)? {
                 return Err(Done::no(format!(
                     "entry '{}' not found",
                     String::from_utf8_lossy(name)

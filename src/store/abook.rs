@@ -415,7 +415,7 @@ impl Store {
         }
         let lock = Lock::take(&self.user_path(owner, "abooks.guard"), exclusive)?;
         // What this command read before the lock is looked at again.
-        self.files.new_command();
+        self.files.look_again();
         Ok(Some(lock))
     }
 
@@ -461,7 +461,8 @@ impl Store {
 
     /// Delete a book: its entries file, its line, its ACL, and the usage it
     /// held; refused when it no longer exists.
-    pub fn delete_book(&mut self, book: &str) -> Result<(), StoreError> {
+    /// (`quota_kb`: the owner's quota, see [`Store::add_usage`].)
+    pub fn delete_book(&mut self, book: &str, quota_kb: u64) -> Result<(), StoreError> {
         let owner = owner_of(book).to_string();
         let _guard = self.guard_existing(book, true)?;
         let p = self.book_path(book);
@@ -477,7 +478,7 @@ impl Store {
             *acl = Acl::default_for(&owner);
             Ok(())
         })?;
-        self.add_usage(&owner, -(freed as i64))?;
+        self.add_usage(&owner, -(freed as i64), quota_kb)?;
         Ok(())
     }
 
@@ -666,12 +667,18 @@ impl Store {
                 let e = entry(recs, &stored).expect("just stored");
                 Ok::<_, StoreError>(((e, delta), true))
             })?;
-        self.add_usage(&owner, delta)?;
+        self.add_usage(&owner, delta, quota_kb)?;
         Ok(entry)
     }
 
-    /// Remove an entry; false when there was none.
-    pub fn delete_entry(&mut self, book: &str, name: &[u8]) -> Result<bool, StoreError> {
+    /// Remove an entry; false when there was none. (`quota_kb`: the
+    /// owner's quota, see [`Store::add_usage`].)
+    pub fn delete_entry(
+        &mut self,
+        book: &str,
+        name: &[u8],
+        quota_kb: u64,
+    ) -> Result<bool, StoreError> {
         let owner = owner_of(book).to_string();
         // Freeing needs no quota check: the guard only keeps the book.
         let _guard = self.guard_existing(book, false)?;
@@ -689,7 +696,7 @@ impl Store {
             Ok::<_, StoreError>(((!keys.is_empty(), freed), !keys.is_empty()))
         })?;
         if freed.0 {
-            self.add_usage(&owner, -(freed.1 as i64))?;
+            self.add_usage(&owner, -(freed.1 as i64), quota_kb)?;
         }
         Ok(freed.0)
     }

@@ -120,11 +120,30 @@ impl Store {
 
     /// Record a change of `delta` bytes in a user's usage (after the change
     /// itself is written; without a recorded value, it is computed).
-    pub fn add_usage(&mut self, user: &str, delta: i64) -> Result<(), StoreError> {
+    ///
+    /// With no quota (`quota_kb` 0) no running count is kept: nothing
+    /// checks it, and keeping it would make every address book change of
+    /// every session wait for the owner's options file. A count recorded
+    /// before is dropped (it would go stale); the usage is then computed
+    /// from the files when it is asked for, or when a quota applies again.
+    pub fn add_usage(&mut self, user: &str, delta: i64, quota_kb: u64) -> Result<(), StoreError> {
         if delta == 0 || !self.user_exists(user) {
             return Ok(());
         }
-        self.update_with_usage(user, |recs, usage| {
+        if quota_kb == 0 {
+            let p = self.user_path(user, "options");
+            if stored_usage(&*self.files.read(&p, OPTION_ORDER)?).is_none() {
+                return Ok(());
+            }
+            return self.files.update(&p, OPTION_ORDER, |recs| {
+                let had = recs.remove(USAGE_OPTION.as_bytes()).is_some();
+                Ok::<_, StoreError>(((), had))
+            });
+        }
+        self.update_with_usage(user, &|_| Ok(true), |recs, usage| {
+            let Some(usage) = usage else {
+                unreachable!("computed when not recorded")
+            };
             // A computed usage counts the change already.
             let now = match usage.recorded {
                 true => usage.bytes.saturating_add_signed(delta),
@@ -136,29 +155,33 @@ impl Store {
     }
 
     /// Read-modify-write a user's options file, `change` given the usage
-    /// as it is before: the recorded value, or computed from the files.
-    /// The books are read for that outside the options file's lock, which
-    /// address book changes take while they hold a book's lock: a change
-    /// that finds no recorded usage under the lock lets it go, reads the
-    /// books, and runs again (`change` may be called twice).
+    /// as it is before: the recorded value, or computed from the files
+    /// when `counted` says a count is kept (else `None`); both are given
+    /// the file as it is under its lock. The books are read for a count
+    /// outside that lock, which address book changes take while they hold
+    /// a book's lock: a change that finds no recorded usage under the lock
+    /// lets it go, reads the books, and runs again (`change` may be called
+    /// twice).
     pub fn update_with_usage<T>(
         &mut self,
         user: &str,
-        mut change: impl FnMut(&mut Records, Usage) -> Result<(T, bool), StoreError>,
+        counted: &dyn Fn(&Records) -> Result<bool, StoreError>,
+        mut change: impl FnMut(&mut Records, Option<Usage>) -> Result<(T, bool), StoreError>,
     ) -> Result<T, StoreError> {
         let p = self.user_path(user, "options");
         let mut books = None;
         loop {
             let done = self.files.update(&p, OPTION_ORDER, |recs| {
                 let usage = match (stored_usage(recs), books) {
-                    (Some(bytes), _) => Usage {
+                    (Some(bytes), _) => Some(Usage {
                         bytes,
                         recorded: true,
-                    },
-                    (None, Some(b)) => Usage {
+                    }),
+                    (None, Some(b)) => Some(Usage {
                         bytes: options_usage(recs) + b,
                         recorded: false,
-                    },
+                    }),
+                    (None, None) if !counted(recs)? => None,
                     (None, None) => return Ok((None, false)),
                 };
                 let (t, write) = change(recs, usage)?;
