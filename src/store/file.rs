@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt as _, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -424,7 +424,7 @@ pub struct Lock(Rc<File>);
 /// fork drops what it inherited.
 struct LockFiles {
     pid: u32,
-    open: HashMap<OsString, (Rc<File>, (u64, u64))>,
+    open: HashMap<OsString, Rc<File>>,
 }
 
 /// Enough for the files of a session; an admin command walking the whole
@@ -469,22 +469,23 @@ impl Lock {
     ///
     /// Removing or renaming a file removes its lock file too, so a waiter
     /// may wake holding the lock of a file no longer at that path while a
-    /// newcomer locks a new one: the lock is only taken once the path
-    /// still names the file that was locked.
+    /// newcomer locks a new one: the lock is only taken once the file
+    /// locked is still linked. Lock files are only ever unlinked (never
+    /// renamed, nor linked elsewhere), so one still linked is the one at
+    /// the path; that is asked of the open file (no walk of the path).
     pub fn take(path: &Path, exclusive: bool) -> Result<Lock, StoreError> {
         let lp = lock_path(path);
         loop {
-            let (f, id) = Self::open(&lp)?;
+            let f = Self::open(&lp)?;
             if exclusive {
                 f.lock_exclusive()
             } else {
                 f.lock_shared()
             }
             .map_err(|e| StoreError::io(&lp, e))?;
-            match fs::metadata(&lp) {
-                Ok(now) if (now.dev(), now.ino()) == id => return Ok(Lock(f)),
+            match f.metadata() {
+                Ok(now) if now.nlink() > 0 => return Ok(Lock(f)),
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(StoreError::io(&lp, e)),
             }
             let _ = FileExt::unlock(&*f);
@@ -494,7 +495,7 @@ impl Lock {
 
     /// The lock file at `lp`, open: kept from an earlier lock, or opened
     /// (made if missing) and kept.
-    fn open(lp: &Path) -> Result<(Rc<File>, (u64, u64)), StoreError> {
+    fn open(lp: &Path) -> Result<Rc<File>, StoreError> {
         let pid = current_pid();
         if let Some(kept) = LOCK_FILES.with(|c| {
             let mut c = c.borrow_mut();
@@ -514,13 +515,12 @@ impl Lock {
             .mode(0o600)
             .open(lp)
             .map_err(|e| StoreError::io(lp, e))?;
-        let m = f.metadata().map_err(|e| StoreError::io(lp, e))?;
-        let kept = (Rc::new(f), (m.dev(), m.ino()));
+        let kept = Rc::new(f);
         LOCK_FILES.with(|c| {
             let mut c = c.borrow_mut();
             if c.open.len() >= LOCK_FILES_KEPT {
                 // Only files no lock holds now may be closed.
-                c.open.retain(|_, (f, _)| Rc::strong_count(f) > 1);
+                c.open.retain(|_, f| Rc::strong_count(f) > 1);
             }
             if c.open.len() < LOCK_FILES_KEPT {
                 c.open.insert(lp.as_os_str().to_owned(), kept.clone());
@@ -548,6 +548,10 @@ struct JournalState {
     overlay: Arc<Overlay>,
     /// Open for appending, once this process has appended.
     writer: Option<File>,
+    /// Open for reading, kept by a session between commands: what others
+    /// append is read from it with one pread (the path was just looked
+    /// at, and names this same inode).
+    reader: Option<File>,
 }
 
 /// A file's journal, for the file as it is now.
@@ -656,8 +660,16 @@ impl Files {
 
     /// A new command begins: files are looked at again.
     pub fn new_command(&mut self) {
-        self.seen.get_or_insert_default().clear();
+        self.look_again();
         self.dirs.get_mut().clear();
+    }
+
+    /// Within a command, after taking a lock that excludes the writers of
+    /// what it read: files are looked at again. (Directories found are
+    /// not: imspd makes user directories but never removes them.)
+    pub fn look_again(&mut self) {
+        self.seen.get_or_insert_default().clear();
+        self.dirs.get_mut().retain(|_, found| *found);
     }
 
     /// Whether `path` is a directory: looked at once a command (a command
@@ -834,6 +846,27 @@ impl Files {
                 torn: st.valid < st.seen,
             });
         }
+        // Only what was appended since, through the descriptor kept open.
+        if let Some(st) = self.journals.get_mut(path.as_os_str())
+            && st.id == id
+            && m.size() > st.seen
+            && st.header.is_some_and(|h| h.1 == main)
+            && let Some(r) = &st.reader
+        {
+            let mut tail = vec![0; (m.size() - st.valid) as usize];
+            r.read_exact_at(&mut tail, st.valid)
+                .map_err(|e| StoreError::io(&jp, e))?;
+            let overlay = Arc::make_mut(&mut st.overlay);
+            let n = journal::parse_changes(&tail, |ops| {
+                ops.into_iter().for_each(|op| overlay.push(op))
+            });
+            st.seen = m.size();
+            st.valid += n as u64;
+            return Ok(JournalView::Valid {
+                overlay: st.overlay.clone(),
+                torn: st.valid < st.seen,
+            });
+        }
         let mut f = match File::open(&jp) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -886,9 +919,15 @@ impl Files {
                     header: header.map(|(o, b, _)| (o, b)),
                     overlay: Arc::new(overlay),
                     writer: None,
+                    reader: None,
                 }
             }
         };
+        let mut st = st;
+        // Sessions keep it (a process walking every file does not).
+        if self.seen.is_some() && st.reader.is_none() {
+            st.reader = Some(f);
+        }
         let view = match st.header {
             Some((_, base)) if base == main => JournalView::Valid {
                 overlay: st.overlay.clone(),
@@ -1053,6 +1092,7 @@ impl Files {
                     header: Some((order, main)),
                     overlay: Arc::new(Overlay::new(order)),
                     writer: Some(f),
+                    reader: None,
                 }
             }
         };
