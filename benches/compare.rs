@@ -8,7 +8,8 @@
 //! For comparing changes by hand: `BENCH_MODES=off-journal,on-rewrite`
 //! runs only those modes of imspd (fsync on/off, rewrite/journal),
 //! `BENCH_ONLY=setget,writers` only those measures (sessions, setget,
-//! search, store, writers, idle), `BENCH_NO_CYRUS=1` skips 1.8, and
+//! search, store, writers, idle), `BENCH_NO_CYRUS=1` skips 1.8,
+//! `BENCH_PER_WRITER=N` has each of the 8 writers store N entries, and
 //! `IMSPD_BIN=path` measures another build of imspd.
 
 #[path = "../tests/common/mod.rs"]
@@ -397,6 +398,13 @@ fn main() {
             big: 100_000,
             per_writer: 400,
         }
+    };
+    let k = Counts {
+        per_writer: std::env::var("BENCH_PER_WRITER")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(k.per_writer),
+        ..k
     };
     // The default (fsync on, each change rewrites its file), the same
     // with fsync off, and both with changes journaled (imsp.db.journal).

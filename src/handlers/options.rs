@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use super::{Done, Handler, Output};
 use crate::pattern::Pattern;
 use crate::protocol::{Data, Response};
-use crate::store::options::OptKind;
+use crate::store::StoreError;
+use crate::store::options::{OptKind, OptionsView};
 use crate::store::quota::{self, USAGE_OPTION};
 
 /// Options whose value the server computes.
@@ -192,43 +193,61 @@ impl Handler<'_> {
     /// May the user change `raw` (SET, UNSET, LOCK OPTION)? Returns the
     /// plain option name.
     pub(super) fn may_set<'n>(&mut self, raw: &'n str) -> Result<Target<'n>, Done> {
+        let t = self.may_set_name(raw)?;
+        if !t.global {
+            let user = self.user_name().to_string();
+            let mine = self.store.user_options(&user)?;
+            if let Some(e) = mine.get(t.name) {
+                self.may_replace(raw, &t, e.kind)?;
+            }
+        }
+        Ok(t)
+    }
+
+    /// What [`may_set`](Self::may_set) checks without the user's own file:
+    /// the name, the right to the type asked for, and the global setting.
+    fn may_set_name<'n>(&mut self, raw: &'n str) -> Result<Target<'n>, Done> {
         let t = target(raw);
         if t.name.is_empty() || t.name.len() > MAX_OPTION_NAME || t.name.contains(['*', '%']) {
             return Err(Done::bad(format!("Invalid option name '{raw}'")));
         }
         let admin = self.is_admin();
-        let user = self.user_name().to_string();
-        let refused = || {
-            Done::no(format!(
-                "User '{user}' not authorized to change option '{raw}'"
-            ))
-        };
         if (t.global || t.kind != OptKind::ReadWrite) && !admin {
-            return Err(refused());
+            return Err(self.refused(raw));
         }
         if is_magic(t.name) {
-            return Err(refused());
+            return Err(self.refused(raw));
         }
-        let existing = if t.global {
-            self.global().get(t.name)
-        } else {
-            let mine = self.store.user_options(&user)?;
-            mine.get(t.name)
-                .filter(|e| e.kind != OptKind::ReadWrite)
-                .or_else(|| self.global().get(t.name))
-        };
-        if let Some(e) = existing
-            && e.kind != OptKind::ReadWrite
-            && t.kind == OptKind::ReadWrite
-        {
-            return Err(refused());
+        let global = self.global().kind_of(t.name.as_bytes());
+        if !t.global {
+            // A read-write global default may be overridden by anyone.
+            if let Some(kind) = global.filter(|k| *k != OptKind::ReadWrite) {
+                self.may_replace(raw, &t, kind)?;
+            }
+        } else if let Some(kind) = global {
+            self.may_replace(raw, &t, kind)?;
         }
         Ok(t)
     }
 
+    /// An option stored as `existing` is not made read-write again.
+    fn may_replace(&self, raw: &str, t: &Target<'_>, existing: OptKind) -> Result<(), Done> {
+        if existing != OptKind::ReadWrite && t.kind == OptKind::ReadWrite {
+            return Err(self.refused(raw));
+        }
+        Ok(())
+    }
+
+    fn refused(&self, raw: &str) -> Done {
+        Done::no(format!(
+            "User '{}' not authorized to change option '{raw}'",
+            self.user_name()
+        ))
+    }
+
     pub(super) fn set(&mut self, raw: &str, value: Option<&[u8]>) -> Done {
         let verb = if value.is_some() { "set" } else { "unset" };
-        let t = match self.may_set(raw) {
+        let t = match self.may_set_name(raw) {
             Ok(t) => t,
             Err(d) => return d,
         };
@@ -241,13 +260,22 @@ impl Handler<'_> {
             );
             self.store.write_global_option(t.name, t.kind, value)
         } else {
+            // The user's own file is checked under its lock, as it is
+            // written: the type of what is there, and the quota it sets.
             let user = self.user_name().to_string();
-            let quota = match self.quota_of(&user) {
-                Ok(q) => q,
-                Err(d) => return d,
-            };
+            let refusal = self.refused(raw).text;
+            let global_quota = self.global().number("imsp.user.quota");
+            let kind = t.kind;
             self.store
-                .write_user_option(&user, t.name, t.kind, value, quota)
+                .write_user_option(&user, t.name, t.kind, value, &|mine| {
+                    if mine
+                        .kind_of(t.name.as_bytes())
+                        .is_some_and(|k| k != OptKind::ReadWrite && kind == OptKind::ReadWrite)
+                    {
+                        return Err(StoreError::Invalid(refusal.clone()));
+                    }
+                    Ok(quota_limit(mine, global_quota))
+                })
         };
         match result {
             Ok(w) if value.is_none() && !w.existed => {
@@ -257,4 +285,14 @@ impl Handler<'_> {
             Err(e) => e.into(),
         }
     }
+}
+
+/// The quota of a user in kilobytes (0: none): their own read-only
+/// setting, else the global one.
+pub(super) fn quota_limit(mine: OptionsView<'_>, global: Option<i64>) -> u64 {
+    let own = mine
+        .kind_of(b"imsp.user.quota")
+        .filter(|k| *k != OptKind::ReadWrite)
+        .and_then(|_| mine.number("imsp.user.quota"));
+    own.or(global).unwrap_or(0).max(0) as u64
 }

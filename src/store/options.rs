@@ -72,6 +72,40 @@ fn encode(kind: OptKind, value: &[u8]) -> Vec<u8> {
 #[derive(Clone)]
 pub struct OptionTable(Arc<Records>);
 
+/// The records of an option file, borrowed: what a change checks under
+/// the file's lock.
+#[derive(Clone, Copy)]
+pub struct OptionsView<'a>(&'a Records);
+
+impl<'a> OptionsView<'a> {
+    /// The value of `name` as stored, whatever its type.
+    pub fn value_ref(&self, name: &str) -> Option<&'a [u8]> {
+        let raw = self.0.get(name.as_bytes())?;
+        OptKind::from_letter(*raw.first()?)?;
+        match raw.get(1) {
+            None => Some(&[]),
+            Some(b' ') => Some(&raw[2..]),
+            Some(_) => None,
+        }
+    }
+
+    /// The type of `name`, if it is set.
+    pub fn kind_of(&self, name: &[u8]) -> Option<OptKind> {
+        let raw = self.0.get(name)?;
+        let kind = OptKind::from_letter(*raw.first()?)?;
+        matches!(raw.get(1), None | Some(b' ')).then_some(kind)
+    }
+
+    /// An integer option.
+    pub fn number(&self, name: &str) -> Option<i64> {
+        std::str::from_utf8(self.value_ref(name)?)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
 impl OptionTable {
     pub fn get(&self, name: &str) -> Option<OptionEntry> {
         let key = self.0.key_of(name.as_bytes())?;
@@ -85,13 +119,11 @@ impl OptionTable {
 
     /// The value of `name` as stored (no copy), whatever its type.
     pub fn value_ref(&self, name: &str) -> Option<&[u8]> {
-        let raw = self.0.get(name.as_bytes())?;
-        OptKind::from_letter(*raw.first()?)?;
-        match raw.get(1) {
-            None => Some(&[]),
-            Some(b' ') => Some(&raw[2..]),
-            Some(_) => None,
-        }
+        OptionsView(&self.0).value_ref(name)
+    }
+
+    pub fn view(&self) -> OptionsView<'_> {
+        OptionsView(&self.0)
     }
 
     /// Whether this is the same parse of the same file as `other` (a file
@@ -120,9 +152,7 @@ impl OptionTable {
 
     /// The type of `name`, if it is set.
     pub fn kind_of(&self, name: &[u8]) -> Option<OptKind> {
-        let raw = self.0.get(name)?;
-        let kind = OptKind::from_letter(*raw.first()?)?;
-        matches!(raw.get(1), None | Some(b' ')).then_some(kind)
+        self.view().kind_of(name)
     }
 
     /// A boolean option: on when its value is `+` (or `1`, `yes`, `on`).
@@ -142,11 +172,7 @@ impl OptionTable {
 
     /// An integer option.
     pub fn number(&self, name: &str) -> Option<i64> {
-        std::str::from_utf8(self.value_ref(name)?)
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        OptionsView(&self.0).number(name)
     }
 
     /// A list option `(a b c)`; a bare word is a list of one.
@@ -232,18 +258,23 @@ impl Store {
     }
 
     /// Set (`Some`) or remove (`None`) an option in a user's file, keeping
-    /// `imsp.user.quota.usage` up to date in the same write. A change that
-    /// would take the usage over `quota_kb` (0: no limit) is refused and
-    /// nothing is written.
+    /// `imsp.user.quota.usage` up to date in the same write. `check` sees
+    /// the file as it is under the lock: it refuses the change (nothing is
+    /// written) or gives the quota in kilobytes (0: no limit). A change
+    /// that would take the usage over the quota is refused.
     pub fn write_user_option(
         &mut self,
         user: &str,
         name: &str,
         kind: OptKind,
         value: Option<&[u8]>,
-        quota_kb: u64,
+        check: &dyn Fn(OptionsView<'_>) -> Result<u64, StoreError>,
     ) -> Result<Written, StoreError> {
-        self.update_with_usage(user, |recs, usage| {
+        // With no quota, a count not recorded is not made (see add_usage);
+        // one that is recorded is kept up to date, in the same write.
+        let counted = |recs: &Records| Ok(check(OptionsView(recs))? > 0);
+        self.update_with_usage(user, &counted, |recs, usage| {
+            let quota_kb = check(OptionsView(recs))?;
             let old = recs
                 .key_of(name.as_bytes())
                 .and_then(|k| decode(k, recs.get(k)?));
@@ -251,18 +282,26 @@ impl Store {
             if value.is_none() && !existed {
                 return Ok((Written { existed }, false));
             }
-            let cost = |e: Option<(OptKind, &[u8])>| match e {
-                Some((OptKind::ReadWrite, v)) => quota::option_cost(name, v),
-                _ => 0,
+            let after = match usage {
+                Some(usage) => {
+                    let cost = |e: Option<(OptKind, &[u8])>| match e {
+                        Some((OptKind::ReadWrite, v)) => quota::option_cost(name, v),
+                        _ => 0,
+                    };
+                    let before = usage.bytes;
+                    // A usage recorded lower than what it should count (an
+                    // edited or restored file) floors at zero rather than
+                    // wrapping.
+                    let after = before
+                        .saturating_sub(cost(old.as_ref().map(|o| (o.kind, &o.value[..]))))
+                        + cost(value.map(|v| (kind, v)));
+                    if after > before {
+                        quota::check(after, quota_kb)?;
+                    }
+                    Some(after)
+                }
+                None => None,
             };
-            let before = usage.bytes;
-            // A usage recorded lower than what it should count (an edited
-            // or restored file) floors at zero rather than wrapping.
-            let after = before.saturating_sub(cost(old.as_ref().map(|o| (o.kind, &o.value[..]))))
-                + cost(value.map(|v| (kind, v)));
-            if after > before {
-                quota::check(after, quota_kb)?;
-            }
             match value {
                 Some(v) => {
                     recs.insert(name.as_bytes().to_vec(), encode(kind, v));
@@ -271,7 +310,9 @@ impl Store {
                     recs.remove(name.as_bytes());
                 }
             }
-            quota::store_usage(recs, after);
+            if let Some(after) = after {
+                quota::store_usage(recs, after);
+            }
             Ok((Written { existed }, true))
         })
     }
