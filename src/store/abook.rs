@@ -414,8 +414,13 @@ impl Store {
             return Ok(None);
         }
         let lock = Lock::take(&self.user_path(owner, "abooks.guard"), exclusive)?;
-        // What this command read before the lock is looked at again.
-        self.files.look_again();
+        // What this command read before the lock is looked at again. Held
+        // shared, but for the owner's options file, which the guard does
+        // not cover (SET takes no guard); held exclusive, a quota is spent
+        // under it, and the usage too is read again.
+        let options = self.user_path(owner, "options");
+        let keep: &[&std::path::Path] = if exclusive { &[] } else { &[&options] };
+        self.files.look_again(keep);
         Ok(Some(lock))
     }
 

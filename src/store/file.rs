@@ -660,15 +660,17 @@ impl Files {
 
     /// A new command begins: files are looked at again.
     pub fn new_command(&mut self) {
-        self.look_again();
+        self.seen.get_or_insert_default().clear();
         self.dirs.get_mut().clear();
     }
 
     /// Within a command, after taking a lock that excludes the writers of
     /// what it read: files are looked at again. (Directories found are
     /// not: imspd makes user directories but never removes them.)
-    pub fn look_again(&mut self) {
-        self.seen.get_or_insert_default().clear();
+    /// `keep`: files the lock does not cover, whose versions stand.
+    pub fn look_again(&mut self, keep: &[&Path]) {
+        let seen = self.seen.get_or_insert_default();
+        seen.retain(|p, _| keep.iter().any(|k| k.as_os_str() == p));
         self.dirs.get_mut().retain(|_, found| *found);
     }
 
