@@ -626,9 +626,125 @@ fn under(path: &Path, dir: &Path) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest[0] == b'/')
 }
 
-fn stat(path: &Path) -> Result<Option<fs::Metadata>, StoreError> {
+/// What a stat tells of a file that versions are known by.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Meta {
+    fn dev(&self) -> u64 {
+        self.dev
+    }
+    fn ino(&self) -> u64 {
+        self.ino
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn stamp(&self) -> Stamp {
+        Base {
+            dev: self.dev,
+            ino: self.ino,
+            size: self.size,
+            mtime: self.mtime,
+            mtime_nsec: self.mtime_nsec,
+        }
+    }
+}
+
+/// Directories kept open (`O_PATH`) by this thread, to stat the files in
+/// them by name: a session stats the same few files at every command,
+/// and each stat of a full path walks every directory above it again.
+/// imspd never removes or renames a directory of the data directory.
+const DIRS_KEPT: usize = 32;
+
+thread_local! {
+    static DIRS: RefCell<HashMap<OsString, std::os::fd::OwnedFd>> =
+        RefCell::new(HashMap::default());
+}
+
+/// `path`'s metadata (`None`: it does not exist), following symlinks as
+/// `fs::metadata` does.
+fn stat(path: &Path) -> Result<Option<Meta>, StoreError> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let split = memchr::memrchr(b'/', bytes).filter(|&i| i > 0 && i + 1 < bytes.len());
+    let Some(i) = split else {
+        return stat_path(path);
+    };
+    let (dir, name) = (&bytes[..i], &bytes[i + 1..]);
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return stat_path(path);
+    };
+    let at = |fd: i32| -> io::Result<Meta> {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: a directory descriptor we hold, a NUL-terminated name,
+        // and a stat buffer the call fills when it returns 0.
+        if unsafe { libc::fstatat(fd, name.as_ptr(), st.as_mut_ptr(), 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: filled by fstatat above.
+        let st = unsafe { st.assume_init() };
+        Ok(Meta {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec,
+        })
+    };
+    let done = DIRS.with(|c| {
+        let mut c = c.borrow_mut();
+        let key = std::ffi::OsStr::from_bytes(dir);
+        if let Some(fd) = c.get(key) {
+            return Some(at(fd.as_raw_fd()));
+        }
+        if c.len() >= DIRS_KEPT {
+            return None;
+        }
+        let cdir = std::ffi::CString::new(dir).ok()?;
+        // SAFETY: opening a NUL-terminated path; the descriptor is owned
+        // below.
+        let fd = unsafe {
+            libc::open(
+                cdir.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            // Missing now (a user directory not made yet): not kept.
+            return None;
+        }
+        // SAFETY: a descriptor just opened, owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let r = at(fd.as_raw_fd());
+        c.insert(key.to_owned(), fd);
+        Some(r)
+    });
+    match done {
+        None => stat_path(path),
+        Some(Ok(m)) => Ok(Some(m)),
+        Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Some(Err(e)) => Err(StoreError::io(path, e)),
+    }
+}
+
+/// [`stat`] by the whole path.
+fn stat_path(path: &Path) -> Result<Option<Meta>, StoreError> {
     match fs::metadata(path) {
-        Ok(m) => Ok(Some(m)),
+        Ok(m) => Ok(Some(Meta {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        })),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StoreError::io(path, e)),
     }
@@ -714,7 +830,7 @@ impl Files {
     }
 
     fn version(&self, path: &Path) -> Result<Version, StoreError> {
-        let main = stat(path)?.map(|m| stamp_of(&m));
+        let main = stat(path)?.map(|m| m.stamp());
         let journal = match self.may_have_journal(path) {
             true => stat(&journal_path(path))?.map(|m| (m.dev(), m.ino(), m.size())),
             false => None,
@@ -986,7 +1102,7 @@ impl Files {
         order: Order,
         journaling: bool,
     ) -> Result<Option<Stamp>, StoreError> {
-        let main = stat(path)?.map(|m| stamp_of(&m));
+        let main = stat(path)?.map(|m| m.stamp());
         match self.load_journal(path, main)? {
             JournalView::None => Ok(main),
             JournalView::Obsolete => {
