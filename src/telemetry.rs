@@ -28,6 +28,9 @@ use crate::protocol::framing::literal_at_end;
 pub const PENDING_MAX: usize = 256 * 1024;
 /// The longest client line kept whole while waiting for its end.
 const LINE_MAX: usize = 64 * 1024;
+/// What is kept of the end of a skipped secret line: enough to see the
+/// literal it may announce (`{NNN+}`).
+const SKIPPED_TAIL: usize = 32;
 const MASK: &[u8] = b"***";
 
 enum Sink {
@@ -55,7 +58,9 @@ pub struct Tap {
     /// The client line being received outgrew [`LINE_MAX`] inside a
     /// secret (LOGIN, AUTHENTICATE, a SASL response): its head was
     /// recorded masked, the rest up to its end is not recorded at all.
-    secret_tail: bool,
+    /// Holds the last bytes skipped: the line may end by announcing a
+    /// literal, whose bytes are secret too.
+    secret_tail: Option<Vec<u8>>,
     /// The server output is at the start of a line.
     server_at_start: bool,
 }
@@ -163,7 +168,7 @@ impl Tap {
             in_command: false,
             command_masked: false,
             auth_tag: None,
-            secret_tail: false,
+            secret_tail: None,
             server_at_start: true,
         }
     }
@@ -205,15 +210,23 @@ impl Tap {
                 }
                 continue;
             }
-            if self.secret_tail {
-                match bytes.iter().position(|&b| b == b'\n') {
-                    Some(i) => {
-                        bytes = &bytes[i + 1..];
-                        self.secret_tail = false;
-                        continue;
-                    }
-                    None => return,
+            if let Some(tail) = self.secret_tail.as_mut() {
+                let end = bytes.iter().position(|&b| b == b'\n');
+                tail.extend_from_slice(&bytes[..end.unwrap_or(bytes.len())]);
+                let keep = tail.len().saturating_sub(SKIPPED_TAIL);
+                tail.drain(..keep);
+                let Some(i) = end else { return };
+                bytes = &bytes[i + 1..];
+                let tail = self.secret_tail.take().unwrap_or_default();
+                let tail = tail.strip_suffix(b"\r").unwrap_or(&tail);
+                // The literal the skipped line announced: secret, as the
+                // rest of the command is.
+                if let Some((n, _)) = literal_at_end(tail) {
+                    self.in_command = true;
+                    self.literal_left = n;
+                    self.literal_masked = n > 0;
                 }
+                continue;
             }
             match bytes.iter().position(|&b| b == b'\n') {
                 Some(i) => {
@@ -236,7 +249,10 @@ impl Tap {
                         let line = std::mem::take(&mut self.line);
                         self.client_line(&line, true);
                         if self.command_masked || self.auth_tag.is_some() {
-                            self.secret_tail = true;
+                            // Its end so far: a literal's announcement may
+                            // be cut there.
+                            let end = &line[line.len().saturating_sub(SKIPPED_TAIL)..];
+                            self.secret_tail = Some(end.to_vec());
                         }
                     }
                     return;
@@ -431,6 +447,24 @@ mod tests {
             }
             let Sink::Pending(b) = t.sink else { panic!() };
             assert_eq!(String::from_utf8(b).unwrap(), "C: a LOGIN ***\n");
+        }
+        // An over-long user name that announces the password as a literal
+        // at its end: the literal is masked too, however the reads cut it.
+        let long_user = b"u".repeat(LINE_MAX + 100);
+        let whole = [
+            &b"a LOGIN "[..],
+            &long_user,
+            b" {9+}\r\nTOPSECRET\r\nb NOOP\r\n",
+        ]
+        .concat();
+        for cut in [10, LINE_MAX + 105, whole.len() - 12, whole.len() - 20] {
+            let mut t = Tap::new(PathBuf::from("/x"), "peer");
+            t.client(&whole[..cut]);
+            t.client(&whole[cut..]);
+            let Sink::Pending(b) = t.sink else { panic!() };
+            let text = String::from_utf8(b).unwrap();
+            assert!(!text.contains("TOPSECRET"), "{cut}: {text:?}");
+            assert!(text.ends_with("C: b NOOP\n"), "{cut}: {text:?}");
         }
         // A user name without its closing quote may hold the password.
         let mut t = Tap::new(PathBuf::from("/x"), "peer");
