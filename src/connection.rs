@@ -28,6 +28,9 @@ pub struct Connection {
     pub tap: Option<Box<crate::telemetry::Tap>>,
 }
 
+/// How long reads may take until the session sets its first deadline.
+const FIRST_DEADLINE: Duration = Duration::from_secs(3600);
+
 /// Set a socket timeout option (`SO_RCVTIMEO` or `SO_SNDTIMEO`); fails on
 /// a descriptor that is not a socket.
 fn set_socket_timeout(fd: RawFd, which: libc::c_int, t: Duration) -> io::Result<()> {
@@ -99,14 +102,14 @@ fn wait(fd: RawFd, events: libc::c_short, deadline: Instant) -> io::Result<()> {
 
 impl Connection {
     pub fn new(input: RawFd, output: RawFd, write_timeout: Duration) -> io::Result<Connection> {
-        let read_deadline = Instant::now() + Duration::from_secs(3600);
+        let read_deadline = Instant::now() + FIRST_DEADLINE;
         let socket = input == output
             && set_socket_timeout(input, libc::SO_SNDTIMEO, write_timeout).is_ok()
-            && set_socket_timeout(input, libc::SO_RCVTIMEO, Duration::from_secs(3600)).is_ok();
+            && set_socket_timeout(input, libc::SO_RCVTIMEO, FIRST_DEADLINE).is_ok();
         let blocking = match socket {
             true => {
                 set_nonblocking(input, false)?;
-                Some(Duration::from_secs(3600))
+                Some(FIRST_DEADLINE)
             }
             false => {
                 set_nonblocking(input, true)?;
@@ -128,9 +131,10 @@ impl Connection {
     }
 
     /// Before a blocking read: the socket's receive timeout is made no
-    /// longer than what is left until the read deadline (set again only
-    /// when it is longer: a new command's deadline is later than an
-    /// earlier one's, so this is rare).
+    /// longer than what is left until the read deadline, and not much
+    /// shorter either (a short one left by a read near a deadline would
+    /// wake an idle session over and over). Set again only then: a new
+    /// command's deadline is as far off as the last one's, so this is rare.
     fn bound_blocking_read(&mut self) -> io::Result<()> {
         let Some(set) = self.blocking else {
             return Ok(());
@@ -139,7 +143,7 @@ impl Connection {
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        if set > left {
+        if set > left || set < left / 2 {
             set_socket_timeout(self.input, libc::SO_RCVTIMEO, left)?;
             self.blocking = Some(left);
         }

@@ -3,7 +3,7 @@
 //! that sees the connection.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -37,11 +37,13 @@ impl Output for ConnOutput<'_> {
 }
 
 /// SASL challenges over the connection: `+ <base64>`, then one line back
-/// within the idle timeout, `*` to cancel.
+/// within the session's read deadline, `*` to cancel.
 struct ConnChallenger<'a> {
     conn: &'a mut Connection,
     reader: &'a mut FrameReader,
-    idle_timeout: Duration,
+    settings: &'a Settings,
+    started: Instant,
+    logged_in: bool,
 }
 
 impl Challenger for ConnChallenger<'_> {
@@ -49,8 +51,10 @@ impl Challenger for ConnChallenger<'_> {
         if send(self.conn, &Response::Continue(B64.encode(data))).is_err() {
             return Err(ChallengeError::Closed);
         }
+        // Each round within the idle timeout, and before login within the
+        // login timeout too: challenges do not hold a connection longer.
         self.conn
-            .set_read_deadline(Instant::now() + self.idle_timeout);
+            .set_read_deadline(read_deadline(self.settings, self.started, self.logged_in));
         let line = match self.reader.next_line(self.conn) {
             Ok(Some(l)) => l,
             Ok(None) => return Err(ChallengeError::Invalid("response line too long".into())),
@@ -65,6 +69,16 @@ impl Challenger for ConnChallenger<'_> {
         }
         B64.decode(line)
             .map_err(|_| ChallengeError::Invalid("response is not valid base64".into()))
+    }
+}
+
+/// When the next read must be done: within the idle timeout, and before
+/// login within the login timeout of the session's start.
+fn read_deadline(settings: &Settings, started: Instant, logged_in: bool) -> Instant {
+    let idle = Instant::now() + settings.idle_timeout;
+    match logged_in {
+        true => idle,
+        false => idle.min(started + settings.login_timeout),
     }
 }
 
@@ -90,12 +104,7 @@ pub fn serve(mut conn: Connection, settings: &Settings, peer: &str, store: crate
     let started = Instant::now();
     loop {
         let logged_in = handler.user.is_some();
-        let deadline = if logged_in {
-            Instant::now() + settings.idle_timeout
-        } else {
-            (Instant::now() + settings.idle_timeout).min(started + settings.login_timeout)
-        };
-        conn.set_read_deadline(deadline);
+        conn.set_read_deadline(read_deadline(settings, started, logged_in));
         let frame = match reader.next_frame(&mut conn) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
@@ -138,9 +147,14 @@ pub fn serve(mut conn: Connection, settings: &Settings, peer: &str, store: crate
                     settings.limits.max_literal
                 ),
             ),
-            Frame::Command(bytes) => {
-                command(&mut conn, &mut reader, &mut handler, &bytes, settings)
-            }
+            Frame::Command(bytes) => command(
+                &mut conn,
+                &mut reader,
+                &mut handler,
+                &bytes,
+                settings,
+                started,
+            ),
         };
         crate::telemetry::after_command(&mut conn, handler.user.as_deref());
         if !flow {
@@ -166,6 +180,7 @@ fn command(
     handler: &mut Handler,
     bytes: &[u8],
     settings: &Settings,
+    started: Instant,
 ) -> bool {
     let (tag, cmd) = match parse_command(bytes) {
         Ok(x) => x,
@@ -183,10 +198,13 @@ fn command(
     let done = if matches!(cmd, crate::protocol::Command::Authenticate { .. }) {
         // The exchange comes first; untagged data is sent after it.
         let mut collected: Vec<Response> = Vec::new();
+        let logged_in = handler.user.is_some();
         let mut ch = ConnChallenger {
             conn,
             reader,
-            idle_timeout: settings.idle_timeout,
+            settings,
+            started,
+            logged_in,
         };
         let done = handler.dispatch_with(cmd, &mut collected, &mut ch);
         for r in &collected {
