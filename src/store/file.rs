@@ -626,41 +626,11 @@ fn under(path: &Path, dir: &Path) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest[0] == b'/')
 }
 
-/// What a stat tells of a file that versions are known by.
-#[derive(Debug, Clone, Copy)]
-struct Meta {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: i64,
-    mtime_nsec: i64,
-}
-
-impl Meta {
-    fn dev(&self) -> u64 {
-        self.dev
-    }
-    fn ino(&self) -> u64 {
-        self.ino
-    }
-    fn size(&self) -> u64 {
-        self.size
-    }
-    fn stamp(&self) -> Stamp {
-        Base {
-            dev: self.dev,
-            ino: self.ino,
-            size: self.size,
-            mtime: self.mtime,
-            mtime_nsec: self.mtime_nsec,
-        }
-    }
-}
-
 /// Directories kept open (`O_PATH`) by this thread, to stat the files in
 /// them by name: a session stats the same few files at every command,
 /// and each stat of a full path walks every directory above it again.
-/// imspd never removes or renames a directory of the data directory.
+/// imspd never renames a directory of the data directory; one removed
+/// (by a restore) is noticed by its link count and let go.
 const DIRS_KEPT: usize = 32;
 
 thread_local! {
@@ -668,9 +638,9 @@ thread_local! {
         RefCell::new(HashMap::default());
 }
 
-/// `path`'s metadata (`None`: it does not exist), following symlinks as
-/// `fs::metadata` does.
-fn stat(path: &Path) -> Result<Option<Meta>, StoreError> {
+/// What identifies the version of `path` on disk (`None`: it does not
+/// exist), following symlinks as `fs::metadata` does.
+fn stat(path: &Path) -> Result<Option<Stamp>, StoreError> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
     let bytes = path.as_os_str().as_bytes();
@@ -682,7 +652,7 @@ fn stat(path: &Path) -> Result<Option<Meta>, StoreError> {
     let Ok(name) = std::ffi::CString::new(name) else {
         return stat_path(path);
     };
-    let at = |fd: i32| -> io::Result<Meta> {
+    let at = |fd: i32| -> io::Result<Stamp> {
         let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
         // SAFETY: a directory descriptor we hold, a NUL-terminated name,
         // and a stat buffer the call fills when it returns 0.
@@ -691,7 +661,7 @@ fn stat(path: &Path) -> Result<Option<Meta>, StoreError> {
         }
         // SAFETY: filled by fstatat above.
         let st = unsafe { st.assume_init() };
-        Ok(Meta {
+        Ok(Base {
             dev: st.st_dev,
             ino: st.st_ino,
             size: st.st_size as u64,
@@ -703,7 +673,19 @@ fn stat(path: &Path) -> Result<Option<Meta>, StoreError> {
         let mut c = c.borrow_mut();
         let key = std::ffi::OsStr::from_bytes(dir);
         if let Some(fd) = c.get(key) {
-            return Some(at(fd.as_raw_fd()));
+            match at(fd.as_raw_fd()) {
+                // A directory removed since (`restore --force` makes user
+                // directories anew) has no link left: let it go, and look
+                // by path.
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        && nix::sys::stat::fstat(fd).is_ok_and(|d| d.st_nlink == 0) =>
+                {
+                    c.remove(key);
+                    return None;
+                }
+                r => return Some(r),
+            }
         }
         if c.len() >= DIRS_KEPT {
             return None;
@@ -736,15 +718,9 @@ fn stat(path: &Path) -> Result<Option<Meta>, StoreError> {
 }
 
 /// [`stat`] by the whole path.
-fn stat_path(path: &Path) -> Result<Option<Meta>, StoreError> {
+fn stat_path(path: &Path) -> Result<Option<Stamp>, StoreError> {
     match fs::metadata(path) {
-        Ok(m) => Ok(Some(Meta {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: m.mtime(),
-            mtime_nsec: m.mtime_nsec(),
-        })),
+        Ok(m) => Ok(Some(stamp_of(&m))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StoreError::io(path, e)),
     }
@@ -830,9 +806,9 @@ impl Files {
     }
 
     fn version(&self, path: &Path) -> Result<Version, StoreError> {
-        let main = stat(path)?.map(|m| m.stamp());
+        let main = stat(path)?;
         let journal = match self.may_have_journal(path) {
-            true => stat(&journal_path(path))?.map(|m| (m.dev(), m.ino(), m.size())),
+            true => stat(&journal_path(path))?.map(|m| (m.dev, m.ino, m.size)),
             false => None,
         };
         Ok(Version { main, journal })
@@ -952,10 +928,10 @@ impl Files {
             self.journals.remove(path.as_os_str());
             return Ok(JournalView::None);
         };
-        let id = (m.dev(), m.ino());
+        let id = (m.dev, m.ino);
         if let Some(st) = self.journals.get(path.as_os_str())
             && st.id == id
-            && st.seen == m.size()
+            && st.seen == m.size
             && st.header.is_some_and(|h| h.1 == main)
         {
             // Unchanged since it was read.
@@ -967,18 +943,18 @@ impl Files {
         // Only what was appended since, through the descriptor kept open.
         if let Some(st) = self.journals.get_mut(path.as_os_str())
             && st.id == id
-            && m.size() > st.seen
+            && m.size > st.seen
             && st.header.is_some_and(|h| h.1 == main)
             && let Some(r) = &st.reader
         {
-            let mut tail = vec![0; (m.size() - st.valid) as usize];
+            let mut tail = vec![0; (m.size - st.valid) as usize];
             r.read_exact_at(&mut tail, st.valid)
                 .map_err(|e| StoreError::io(&jp, e))?;
             let overlay = Arc::make_mut(&mut st.overlay);
             let n = journal::parse_changes(&tail, |ops| {
                 ops.into_iter().for_each(|op| overlay.push(op))
             });
-            st.seen = m.size();
+            st.seen = m.size;
             st.valid += n as u64;
             return Ok(JournalView::Valid {
                 overlay: st.overlay.clone(),
@@ -1102,7 +1078,7 @@ impl Files {
         order: Order,
         journaling: bool,
     ) -> Result<Option<Stamp>, StoreError> {
-        let main = stat(path)?.map(|m| m.stamp());
+        let main = stat(path)?;
         match self.load_journal(path, main)? {
             JournalView::None => Ok(main),
             JournalView::Obsolete => {

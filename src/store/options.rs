@@ -45,18 +45,23 @@ pub struct OptionEntry {
     pub value: Vec<u8>,
 }
 
-/// Split a stored value `T value` (a lone `T` is an empty value).
-fn decode(name: &[u8], raw: &[u8]) -> Option<OptionEntry> {
+/// Split a stored value `T value` into its type and value (a lone `T` is
+/// an empty value); `None` for a damaged one.
+fn split(raw: &[u8]) -> Option<(OptKind, &[u8])> {
     let kind = OptKind::from_letter(*raw.first()?)?;
-    let value = match raw.get(1) {
-        None => Vec::new(),
-        Some(b' ') => raw[2..].to_vec(),
-        Some(_) => return None,
-    };
+    match raw.get(1) {
+        None => Some((kind, &[])),
+        Some(b' ') => Some((kind, &raw[2..])),
+        Some(_) => None,
+    }
+}
+
+fn decode(name: &[u8], raw: &[u8]) -> Option<OptionEntry> {
+    let (kind, value) = split(raw)?;
     Some(OptionEntry {
         name: String::from_utf8_lossy(name).into_owned(),
         kind,
-        value,
+        value: value.to_vec(),
     })
 }
 
@@ -80,20 +85,12 @@ pub struct OptionsView<'a>(&'a Records);
 impl<'a> OptionsView<'a> {
     /// The value of `name` as stored, whatever its type.
     pub fn value_ref(&self, name: &str) -> Option<&'a [u8]> {
-        let raw = self.0.get(name.as_bytes())?;
-        OptKind::from_letter(*raw.first()?)?;
-        match raw.get(1) {
-            None => Some(&[]),
-            Some(b' ') => Some(&raw[2..]),
-            Some(_) => None,
-        }
+        split(self.0.get(name.as_bytes())?).map(|(_, v)| v)
     }
 
     /// The type of `name`, if it is set.
     pub fn kind_of(&self, name: &[u8]) -> Option<OptKind> {
-        let raw = self.0.get(name)?;
-        let kind = OptKind::from_letter(*raw.first()?)?;
-        matches!(raw.get(1), None | Some(b' ')).then_some(kind)
+        split(self.0.get(name)?).map(|(k, _)| k)
     }
 
     /// An integer option.
@@ -140,14 +137,9 @@ impl OptionTable {
     /// Every well-formed option as stored, `(name, type, value)`, in file
     /// order, without copying.
     pub fn iter_raw(&self) -> impl Iterator<Item = (&[u8], OptKind, &[u8])> + '_ {
-        self.0.iter().filter_map(|(k, raw)| {
-            let kind = OptKind::from_letter(*raw.first()?)?;
-            match raw.get(1) {
-                None => Some((k, kind, &raw[1..])),
-                Some(b' ') => Some((k, kind, &raw[2..])),
-                Some(_) => None,
-            }
-        })
+        self.0
+            .iter()
+            .filter_map(|(k, raw)| split(raw).map(|(kind, v)| (k, kind, v)))
     }
 
     /// The type of `name`, if it is set.
