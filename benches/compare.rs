@@ -257,8 +257,8 @@ fn selected(var: &str, what: &str) -> bool {
 /// mercy of this machine's noise.
 const ROUNDS: usize = 3;
 
-fn median(n: usize, mut f: impl FnMut(usize) -> f64) -> f64 {
-    let mut v: Vec<f64> = (0..n).map(&mut f).collect();
+fn median(n: usize, mut f: impl FnMut() -> f64) -> f64 {
+    let mut v: Vec<f64> = (0..n).map(|_| f()).collect();
     v.sort_by(f64::total_cmp);
     v[n / 2]
 }
@@ -271,11 +271,11 @@ fn measure(t: &Target, k: &Counts) -> Figures {
     let mut f = Figures::default();
     if only("sessions") {
         eprintln!("[{}] sessions", t.name);
-        f.sessions = median(ROUNDS, |_| sessions_per_sec(t, k.sessions));
+        f.sessions = median(ROUNDS, || sessions_per_sec(t, k.sessions));
     }
     if only("setget") {
         eprintln!("[{}] SET+GET", t.name);
-        f.set_get = median(ROUNDS, |_| set_get_pairs_per_sec(t, k.pairs));
+        f.set_get = median(ROUNDS, || set_get_pairs_per_sec(t, k.pairs));
     }
     if only("search") {
         eprintln!("[{}] searches", t.name);
@@ -293,7 +293,7 @@ fn measure(t: &Target, k: &Counts) -> Figures {
         eprintln!("[{}] 8 writers", t.name);
         // A fresh book each round; the median round by rate.
         let mut rounds: Vec<(f64, usize)> = (0..ROUNDS)
-            .map(|r| concurrent_writers(t, &format!("benchconc{r}"), k.per_writer))
+            .map(|r| concurrent_writers(t, &writers_user(r), k.per_writer))
             .collect();
         rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
         f.concurrent = rounds[ROUNDS / 2];
@@ -304,16 +304,24 @@ fn measure(t: &Target, k: &Counts) -> Figures {
     f
 }
 
+/// Every user the measures log in as (password `benchpw`): one writers'
+/// book a round.
+fn bench_users() -> Vec<String> {
+    let fixed = ["bench", "bench5k", "bench10k", "bench100k"].map(String::from);
+    let conc = (0..ROUNDS).map(writers_user);
+    fixed.into_iter().chain(conc).collect()
+}
+
+fn writers_user(round: usize) -> String {
+    format!("benchconc{round}")
+}
+
 fn start_imspd(mode: Mode) -> Server {
-    Server::builder()
-        .options(&options(mode))
-        .user("bench", "benchpw")
-        .user("bench5k", "benchpw")
-        .user("bench10k", "benchpw")
-        .user("bench100k", "benchpw")
-        .user("benchconc0", "benchpw")
-        .user("benchconc1", "benchpw")
-        .user("benchconc2", "benchpw")
+    bench_users()
+        .iter()
+        .fold(Server::builder().options(&options(mode)), |b, u| {
+            b.user(u, "benchpw")
+        })
         .start()
 }
 
@@ -342,17 +350,9 @@ impl Cyrus {
             journal: false,
         };
         std::fs::write(Path::new(CYRUS_DIR).join("options"), options(mode)).ok()?;
-        for u in [
-            "bench",
-            "bench5k",
-            "bench10k",
-            "bench100k",
-            "benchconc0",
-            "benchconc1",
-            "benchconc2",
-        ] {
+        for u in bench_users() {
             let mut p = Command::new("saslpasswd2")
-                .args(["-p", "-c", u])
+                .args(["-p", "-c", &u])
                 .stdin(Stdio::piped())
                 .spawn()
                 .ok()?;

@@ -159,8 +159,6 @@ impl Acl {
             .fold(Rights::none(), |a, (_, r)| a.union(*r))
     }
 
-    /// The rights `user` has: their own entry joined with everybody's;
-    /// the owner has at least `a`.
     /// Whether the book is LDAP-backed: USER1 (`1`) for everybody.
     pub fn is_ldap_backed(&self) -> bool {
         self.everybody_rights().has('1')
@@ -184,6 +182,8 @@ impl Acl {
         self.entries.retain(|(_, r)| !r.is_empty());
     }
 
+    /// The rights `user` has: their own entry joined with everybody's;
+    /// the owner has at least `a`.
     pub fn rights_of(&self, owner: &str, user: &str) -> Rights {
         let mut r = self
             .entries

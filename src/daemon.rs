@@ -223,6 +223,30 @@ fn refuse(stream: TcpStream, limit: usize) {
     crate::log_warn!("refused {}: connection limit {limit}", peer_name(&stream));
 }
 
+/// The life of a child of the listener: it closes the listener's
+/// descriptors `fds`, takes the default SIGTERM and SIGCHLD, ignores
+/// SIGINT, runs `body` and exits. A bug that panics ends this child only,
+/// logged (exit 70); it must not unwind into the listener's frames of this
+/// process, whose descriptors the child has closed.
+fn in_child(fds: &[i32], what: &str, body: impl FnOnce()) -> ! {
+    for fd in fds {
+        // SAFETY: closing the child's copies of the listener fds.
+        unsafe { libc::close(*fd) };
+    }
+    for sig in [Signal::SIGTERM, Signal::SIGCHLD] {
+        let _ = install(sig, SigHandler::SigDfl);
+    }
+    // A Ctrl-C at the terminal of `imspd -d` reaches the whole process
+    // group: the listener stops accepting, and children finish (a second
+    // signal sends them SIGTERM).
+    let _ = install(Signal::SIGINT, SigHandler::SigIgn);
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+        crate::log_error!("{what} ended by an internal error");
+        std::process::exit(70);
+    }
+    std::process::exit(0);
+}
+
 /// Fork a child to serve `stream`; the parent gets its pid.
 fn spawn_session(
     stream: TcpStream,
@@ -236,40 +260,23 @@ fn spawn_session(
         Ok(ForkResult::Child) => {
             // The child must not keep the port: close the listening sockets
             // (and the listener's end of the auth cache pipe).
-            for l in listeners {
-                // SAFETY: closing the child's copies of the listener fds.
-                unsafe { libc::close(l.fd) };
-            }
-            for sig in [Signal::SIGTERM, Signal::SIGCHLD] {
-                let _ = install(sig, SigHandler::SigDfl);
-            }
-            // A Ctrl-C at the terminal of `imspd -d` reaches the whole
-            // process group: the listener stops accepting, and sessions
-            // finish (a second signal sends them SIGTERM).
-            let _ = install(Signal::SIGINT, SigHandler::SigIgn);
-            crate::log::after_fork();
+            let fds: Vec<i32> = listeners.iter().map(|l| l.fd).collect();
             let peer = peer_name(&stream);
-            let fd = stream.as_raw_fd();
-            let _ = stream.set_nodelay(true);
-            match Connection::new(fd, fd, settings.write_timeout) {
-                Ok(conn) => {
-                    // The listener's store, global options parsed: taken over.
-                    let store = std::mem::replace(warm, Store::open(&settings.data_dir));
-                    // A bug that panics ends this session only, logged; it
-                    // must not unwind into the listener's frames of this
-                    // process (whose descriptors the child has closed).
-                    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            in_child(&fds, &format!("{peer}: session"), || {
+                crate::log::after_fork();
+                let fd = stream.as_raw_fd();
+                let _ = stream.set_nodelay(true);
+                match Connection::new(fd, fd, settings.write_timeout) {
+                    Ok(conn) => {
+                        // The listener's store, global options parsed:
+                        // taken over.
+                        let store = std::mem::replace(warm, Store::open(&settings.data_dir));
                         crate::session::serve(conn, settings, &peer, store)
-                    }));
-                    if served.is_err() {
-                        crate::log_error!("{peer}: session ended by an internal error");
-                        std::process::exit(70);
                     }
+                    Err(e) => crate::log_warn!("{peer}: {e}"),
                 }
-                Err(e) => crate::log_warn!("{peer}: {e}"),
-            }
-            drop(stream);
-            std::process::exit(0);
+                drop(stream);
+            })
         }
         Err(e) => {
             crate::log_error!("fork failed: {e}");
@@ -348,23 +355,11 @@ fn spawn_refresh(settings: &Settings, listen_fds: &[i32]) -> Option<Pid> {
     // SAFETY: the listener is single-threaded, so the child may run freely.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { child }) => Some(child),
-        Ok(ForkResult::Child) => {
-            for fd in listen_fds {
-                // SAFETY: closing the child's copies of the listener fds.
-                unsafe { libc::close(*fd) };
-            }
-            for sig in [Signal::SIGTERM, Signal::SIGCHLD] {
-                let _ = install(sig, SigHandler::SigDfl);
-            }
-            // A Ctrl-C at the terminal of `imspd -d` reaches the whole
-            // process group: the listener stops accepting, and sessions
-            // finish (a second signal sends them SIGTERM).
-            let _ = install(Signal::SIGINT, SigHandler::SigIgn);
+        Ok(ForkResult::Child) => in_child(listen_fds, "mailbox refresh", || {
             crate::log::reopen();
             let mut store = crate::store::Store::open(&settings.data_dir);
             crate::refresh::run_logged(&mut store);
-            std::process::exit(0);
-        }
+        }),
         Err(e) => {
             crate::log_error!("mailbox refresh: fork failed: {e}");
             None

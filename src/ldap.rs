@@ -300,7 +300,7 @@ pub fn pattern_assertion(attr: &str, pattern: &[u8]) -> Option<String> {
     let mut out = String::new();
     let mut last_star = false;
     for part in pattern
-        .split(|&b| matches!(b, b'*' | b'%' | b'?'))
+        .split(|&b| crate::pattern::is_wildcard(b))
         .enumerate()
     {
         let (i, part) = part;
@@ -320,7 +320,7 @@ pub fn pattern_assertion(attr: &str, pattern: &[u8]) -> Option<String> {
 pub fn is_unqualified(criteria: &[(String, Vec<u8>)]) -> bool {
     criteria
         .iter()
-        .all(|(_, p)| !p.is_empty() && p.iter().all(|&b| matches!(b, b'*' | b'%' | b'?')))
+        .all(|(_, p)| !p.is_empty() && p.iter().all(|&b| crate::pattern::is_wildcard(b)))
 }
 
 /// The filter of a SEARCHADDRESS: the default filter ANDed with each

@@ -30,6 +30,11 @@ fn char_len(s: &[u8], i: usize) -> usize {
     1 + more
 }
 
+/// Whether `b` is a wildcard of IMSP patterns: `*`, `%` or `?`.
+pub fn is_wildcard(b: u8) -> bool {
+    matches!(b, b'*' | b'%' | b'?')
+}
+
 impl Pattern {
     /// A pattern of hierarchical names (separator `.`).
     pub fn new(pattern: &[u8], fold_case: bool) -> Pattern {
@@ -61,7 +66,7 @@ impl Pattern {
 
     /// A pattern with no wildcard matches only itself.
     pub fn is_literal(&self) -> bool {
-        !self.bytes.iter().any(|&b| matches!(b, b'*' | b'%' | b'?'))
+        !self.bytes.iter().any(|&b| is_wildcard(b))
     }
 
     pub fn matches(&self, name: &[u8]) -> bool {

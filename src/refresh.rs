@@ -68,21 +68,15 @@ pub fn refresh(store: &mut Store) -> Result<Report, StoreError> {
     let before = store.mailboxes()?;
     let found = survey(&o);
     let mut report = Report::default();
-    if !found.iter().any(|(_, r)| r.is_ok()) {
-        // Nothing learned: the list stays as it is (or missing).
-        for (server, r) in found {
-            if let Err(e) = r {
-                report.failed.push((server, e.0));
-            }
-        }
-        return Ok(report);
+    // Nothing learned: the list stays as it is (or missing).
+    if found.iter().any(|(_, r)| r.is_ok()) {
+        let (vanished, present) = store.update_mailboxes(|recs| {
+            let r = merge(recs, &before, &found);
+            report.mailboxes = recs.len();
+            Ok((r, true))
+        })?;
+        store.note_deleted(&vanished, &present)?;
     }
-    let (vanished, present) = store.update_mailboxes(|recs| {
-        let r = merge(recs, &before, &found);
-        report.mailboxes = recs.len();
-        Ok((r, true))
-    })?;
-    store.note_deleted(&vanished, &present)?;
     for (server, r) in found {
         match r {
             Ok(_) => report.reached.push(server),
@@ -96,19 +90,18 @@ pub fn refresh(store: &mut Store) -> Result<Report, StoreError> {
 /// in `found`; `before` is the list as it was before they were asked.
 /// Returns the names that vanished and the names present.
 fn merge(recs: &mut Records, before: &Records, found: &Survey) -> (Vec<String>, Vec<String>) {
-    let configured: Vec<String> = found.iter().map(|(s, _)| s.clone()).collect();
     let mut next: BTreeMap<String, MailboxEntry> = BTreeMap::new();
-    // What is known of the servers that did not answer stays.
+    // What is known of the servers (still configured) that did not answer
+    // stays.
     for (name, mut e) in mailboxes::entries(recs) {
         e.servers.retain(|s| {
-            configured.iter().any(|c| c.eq_ignore_ascii_case(s))
-                && found
-                    .iter()
-                    .any(|(srv, r)| srv.eq_ignore_ascii_case(s) && r.is_err())
+            found
+                .iter()
+                .any(|(srv, r)| srv.eq_ignore_ascii_case(s) && r.is_err())
         });
         next.insert(name, e);
     }
-    let old = recs.clone();
+    let old: &Records = recs;
     for (server, r) in found {
         let Ok(names) = r else { continue };
         for (name, sep) in names {
@@ -132,7 +125,7 @@ fn merge(recs: &mut Records, before: &Records, found: &Survey) -> (Vec<String>, 
     }
     // Keep the known order of servers (the first is the master).
     for (name, e) in next.iter_mut() {
-        if let Some(prev) = mailboxes::get(&old, name) {
+        if let Some(prev) = mailboxes::get(old, name) {
             e.servers.sort_by_key(|s| {
                 prev.servers
                     .iter()
@@ -165,7 +158,7 @@ fn merge(recs: &mut Records, before: &Records, found: &Survey) -> (Vec<String>, 
         }
     }
     // Gone from a list that every server holding them answered.
-    let vanished: Vec<String> = mailboxes::entries(&old)
+    let vanished: Vec<String> = mailboxes::entries(old)
         .into_iter()
         .map(|(n, _)| n)
         .filter(|n| fresh.get(n.as_bytes()).is_none())

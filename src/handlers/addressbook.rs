@@ -121,7 +121,7 @@ impl Handler<'_> {
             // An administrator also sees the books of the owner the pattern names.
             let lit: Vec<u8> = pattern
                 .iter()
-                .take_while(|&&b| !matches!(b, b'*' | b'%' | b'?'))
+                .take_while(|&&b| !crate::pattern::is_wildcard(b))
                 .copied()
                 .collect();
             let lit = String::from_utf8_lossy(&lit).into_owned();

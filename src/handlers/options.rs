@@ -182,10 +182,9 @@ impl Handler<'_> {
             Ok(a) => a,
             Err(d) => return d,
         };
-        for (key, option) in all {
-            if pat.matches(key.as_bytes()) {
-                out.send(option.response());
-            }
+        // (Only the matching names were gathered.)
+        for option in all.into_values() {
+            out.send(option.response());
         }
         Done::completed("get")
     }
@@ -232,7 +231,7 @@ impl Handler<'_> {
 
     /// An option stored as `existing` is not made read-write again.
     fn may_replace(&self, raw: &str, t: &Target<'_>, existing: OptKind) -> Result<(), Done> {
-        if existing != OptKind::ReadWrite && t.kind == OptKind::ReadWrite {
+        if reopens(existing, t.kind) {
             return Err(self.refused(raw));
         }
         Ok(())
@@ -270,7 +269,7 @@ impl Handler<'_> {
                 .write_user_option(&user, t.name, t.kind, value, &|mine| {
                     if mine
                         .kind_of(t.name.as_bytes())
-                        .is_some_and(|k| k != OptKind::ReadWrite && kind == OptKind::ReadWrite)
+                        .is_some_and(|k| reopens(k, kind))
                     {
                         return Err(StoreError::Invalid(refusal.clone()));
                     }
@@ -285,6 +284,13 @@ impl Handler<'_> {
             Err(e) => e.into(),
         }
     }
+}
+
+/// Whether setting an option of type `asked` over one stored as
+/// `existing` would make a read-only (or non-visible) option read-write
+/// again: refused.
+fn reopens(existing: OptKind, asked: OptKind) -> bool {
+    existing != OptKind::ReadWrite && asked == OptKind::ReadWrite
 }
 
 /// The quota of a user in kilobytes (0: none): their own read-only

@@ -235,11 +235,13 @@ impl Store {
         let Some(Ok(dir)) = users.parent().map(std::fs::read_dir) else {
             return owner.to_string();
         };
+        // Names first: only a match is stat'ed (a symlinked user directory
+        // counts).
         let mut found = dir
             .flatten()
+            .filter(|e| e.file_name().to_string_lossy().eq_ignore_ascii_case(owner))
             .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.eq_ignore_ascii_case(owner));
+            .map(|e| e.file_name().to_string_lossy().into_owned());
         match (found.next(), found.next()) {
             (Some(n), None) => n,
             _ => owner.to_string(),
@@ -299,7 +301,9 @@ impl Store {
         };
         let dir = self.user_dir(owner);
         let entries = std::fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))?;
-        let mut files = std::collections::BTreeSet::new();
+        // Book names match case-insensitively: compared folded, reported
+        // and listed as spelled.
+        let mut files = std::collections::BTreeMap::new();
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let book = name
@@ -310,26 +314,35 @@ impl Store {
                 && owner_of(b) == owner
                 && names::check_book(b.as_bytes()).is_ok()
             {
-                files.insert(b.to_lowercase());
+                files.insert(b.to_lowercase(), b.to_string());
             }
         }
         let p = self.books_list_path(owner);
-        let listed: std::collections::BTreeSet<String> = self
+        let listed: std::collections::BTreeMap<String, String> = self
             .files
             .read(&p, LIST_ORDER)?
             .iter()
-            .map(|(k, _)| String::from_utf8_lossy(k).to_lowercase())
+            .map(|(k, _)| {
+                let b = String::from_utf8_lossy(k).into_owned();
+                (b.to_lowercase(), b)
+            })
             .collect();
-        let mut found: Vec<BookMismatch> = files
-            .difference(&listed)
-            .filter(|b| b.as_str() != owner)
-            .map(|b| BookMismatch::Unlisted(b.clone()))
+        let default = owner.to_lowercase();
+        let only_in = |a: &std::collections::BTreeMap<String, String>,
+                       b: &std::collections::BTreeMap<String, String>| {
+            a.iter()
+                .filter(|(k, _)| !b.contains_key(*k) && **k != default)
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        };
+        let mut found: Vec<BookMismatch> = only_in(&files, &listed)
+            .into_iter()
+            .map(BookMismatch::Unlisted)
             .collect();
         found.extend(
-            listed
-                .difference(&files)
-                .filter(|b| b.as_str() != owner)
-                .map(|b| BookMismatch::Missing(b.clone())),
+            only_in(&listed, &files)
+                .into_iter()
+                .map(BookMismatch::Missing),
         );
         if repair && !found.is_empty() {
             self.files.update(&p, LIST_ORDER, |recs| {

@@ -14,7 +14,6 @@ use std::os::unix::fs::{FileExt as _, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 
 use fs2::FileExt;
 
@@ -431,32 +430,6 @@ struct LockFiles {
 /// data directory does not keep hundreds open.
 const LOCK_FILES_KEPT: usize = 32;
 
-/// This process's id, kept: a session takes several locks a command, and
-/// each would otherwise ask the kernel (glibc keeps no copy). A child of a
-/// fork starts without it (`pthread_atfork`).
-static PID: AtomicU32 = AtomicU32::new(0);
-
-extern "C" fn forget_pid() {
-    PID.store(0, AtomicOrdering::Relaxed);
-}
-
-fn current_pid() -> u32 {
-    match PID.load(AtomicOrdering::Relaxed) {
-        0 => {
-            static REGISTER: std::sync::Once = std::sync::Once::new();
-            // SAFETY: registers a handler that only stores to an atomic,
-            // which is async-signal-safe.
-            REGISTER.call_once(|| unsafe {
-                libc::pthread_atfork(None, None, Some(forget_pid));
-            });
-            let pid = std::process::id();
-            PID.store(pid, AtomicOrdering::Relaxed);
-            pid
-        }
-        pid => pid,
-    }
-}
-
 thread_local! {
     static LOCK_FILES: RefCell<LockFiles> = RefCell::new(LockFiles {
         pid: 0,
@@ -496,7 +469,7 @@ impl Lock {
     /// The lock file at `lp`, open: kept from an earlier lock, or opened
     /// (made if missing) and kept.
     fn open(lp: &Path) -> Result<Rc<File>, StoreError> {
-        let pid = current_pid();
+        let pid = std::process::id();
         if let Some(kept) = LOCK_FILES.with(|c| {
             let mut c = c.borrow_mut();
             if c.pid != pid {
@@ -836,7 +809,8 @@ impl Files {
     /// Whether `path` exists, or has a journal (its changes since it was
     /// last written may all be there).
     pub fn exists(&self, path: &Path) -> bool {
-        path.exists() || journal_path(path).exists()
+        let there = |p: &Path| matches!(stat(p), Ok(Some(_)));
+        there(path) || there(&journal_path(path))
     }
 
     fn journaled(&self, path: &Path) -> bool {
@@ -1425,7 +1399,7 @@ impl Files {
         {
             let _a = Lock::take(from, true)?;
             let _b = Lock::take(to, true)?;
-            if to.exists() || journal_path(to).exists() {
+            if self.exists(to) {
                 return Err(StoreError::Invalid(format!(
                     "{} already exists",
                     to.file_name().unwrap_or_default().to_string_lossy()
