@@ -221,6 +221,36 @@ fn check_reports_damage_and_repair_fixes_a_1_8_directory() {
     c.ok("LOCK OPTION fred.test");
 }
 
+/// Book names match case-insensitively, and `check` keeps their spelling:
+/// for an owner `Fred` the default book is not "missing", and a repaired
+/// list names the book as its file does.
+#[test]
+fn check_keeps_the_spelling_of_an_owner_s_books() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("imsp");
+    std::fs::create_dir_all(dir.join("user/Fred")).unwrap();
+    std::fs::write(dir.join("options"), common::DEFAULT_OPTIONS).unwrap();
+    std::fs::write(dir.join("user/Fred/abooks"), "Fred \n").unwrap();
+    std::fs::write(dir.join("user/Fred/abook.Fred"), "").unwrap();
+    std::fs::write(dir.join("user/Fred/abook.Fred.Work"), "Wilma\" \n").unwrap();
+
+    let o = tool(&dir, &["check"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("user/Fred/abook.Fred.Work: a book that user/Fred/abooks does not list"),
+        "{out}"
+    );
+    assert!(!out.contains("which has no file"), "{out}");
+    let o = tool(&dir, &["check", "--repair"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("user/Fred/abooks")).unwrap(),
+        "Fred \nFred.Work \n"
+    );
+    let o = tool(&dir, &["check"]);
+    assert_eq!(stdout(&o), "no problems found\n");
+}
+
 /// What a crash between the files of DELETEADDRESSBOOK or
 /// RENAMEADDRESSBOOK leaves: a book file its owner's list does not name
 /// (a rename's new name), a listed book with no file (its old name).
