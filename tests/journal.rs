@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -244,4 +245,126 @@ fn forked_writers_folding_at_random_lose_nothing() {
     let entries = text.lines().filter(|l| l.ends_with("\" ")).count();
     assert!(!imspd::store::journal::journal_path(&book).exists());
     assert_eq!(entries, (writers * per) as usize);
+}
+
+/// Processes appending beside each other under the shared lock (falling
+/// back to the exclusive way when that does not apply, and folding now
+/// and then) lose nothing; an entry two of them make at once in two cases
+/// ends spelled one way in every line.
+#[test]
+fn forked_shared_writers_lose_nothing() {
+    use imspd::store::journal::Op;
+    use imspd::store::{Files, Order, StoreError};
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("user").join("fred").join("abook.fred");
+    std::fs::create_dir_all(book.parent().unwrap()).unwrap();
+    let (writers, per) = (6, 300);
+    let mut pids = Vec::new();
+    for w in 0..writers {
+        // SAFETY: the child only runs the loop below and exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                let mut files = Files::under(dir.path());
+                files.fsync = false;
+                files.journaling = true;
+                let mut seed: u64 = 777 + w;
+                let mut shared = 0;
+                for i in 0..per {
+                    let name = format!("W{w} E{i}\"");
+                    let ops = vec![
+                        Op::Set(name.clone().into_bytes(), Vec::new()),
+                        Op::Set(format!("{name}email").into_bytes(), b"x@y".to_vec()),
+                    ];
+                    let got = files
+                        .append_shared(&book, Order::CaseInsensitive, name.as_bytes(), |_| ops)
+                        .unwrap();
+                    match got {
+                        Some(part) => {
+                            shared += 1;
+                            assert_eq!(
+                                part.get(format!("{name}email").as_bytes()),
+                                Some(&b"x@y"[..])
+                            );
+                        }
+                        None => files
+                            .update_prefix::<_, StoreError>(
+                                &book,
+                                Order::CaseInsensitive,
+                                name.as_bytes(),
+                                |r| {
+                                    r.insert(name.clone().into_bytes(), Vec::new());
+                                    r.insert(format!("{name}email").into_bytes(), b"x@y".to_vec());
+                                    Ok(((), true))
+                                },
+                            )
+                            .unwrap(),
+                    }
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    if (seed >> 33).is_multiple_of(25) {
+                        files.fold_appended();
+                    }
+                }
+                files.fold_appended();
+                // Most went the shared way.
+                std::process::exit(if shared > per / 2 { 0 } else { 3 });
+            }
+            pid => pids.push(pid),
+        }
+    }
+    let statuses: Vec<i32> = pids
+        .into_iter()
+        .map(|pid| {
+            let mut status = 0;
+            // SAFETY: waiting for a child forked above.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            status
+        })
+        .collect();
+    assert!(statuses.iter().all(|&s| s == 0), "{statuses:?}");
+    let bytes = std::fs::read(&book).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    let entries = text.lines().filter(|l| l.ends_with("\" ")).count();
+    let emails = text.lines().filter(|l| l.ends_with("\"email x@y")).count();
+    assert!(!imspd::store::journal::journal_path(&book).exists());
+    assert_eq!(entries, (writers * per) as usize);
+    assert_eq!(emails, (writers * per) as usize);
+}
+
+/// Two sessions that make one new entry at once in two cases (each
+/// appending before seeing the other's change) leave its lines spelled two
+/// ways; the next store of it spells every line as the entry's first.
+#[test]
+fn an_entry_made_at_once_in_two_cases_is_spelled_one_way() {
+    use imspd::store::journal::{Op, encode_shared};
+    let s = Server::builder().options(&with_journal(true)).start();
+    let mut c = s.login("fred");
+    c.ok("STOREADDRESS fred \"Warm\" email w@x");
+    c.ok("STOREADDRESS fred \"Same\" f0 v0");
+    // What the other session appended, not having seen "Same".
+    let journal = s.path("user/fred/.journal.abook.fred");
+    let other = encode_shared(&[
+        Op::Set(b"SAME\"".to_vec(), Vec::new()),
+        Op::Set(b"SAME\"f1".to_vec(), b"v1".to_vec()),
+    ]);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .unwrap()
+        .write_all(&other)
+        .unwrap();
+    assert_eq!(
+        c.ok("STOREADDRESS fred \"same\" f2 v2"),
+        vec!["* FETCHADDRESS fred Same f0 v0 f1 v1 f2 v2"]
+    );
+    c.ok("LOGOUT");
+    let book = std::fs::read_to_string(s.path("user/fred/abook.fred")).unwrap();
+    let lines: Vec<&str> = book
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("same\""))
+        .collect();
+    assert_eq!(
+        lines,
+        ["Same\" ", "Same\"f0 v0", "Same\"f1 v1", "Same\"f2 v2"],
+        "{book}"
+    );
 }

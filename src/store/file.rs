@@ -192,6 +192,57 @@ impl Records {
         }
     }
 
+    /// Apply changes given in this order (each key at most once): `(key,
+    /// removed, value)` removes the record first when `removed`, then sets
+    /// `value`, a replaced record keeping its key. One merge of both
+    /// sorted lists: inserting each new key alone would move every later
+    /// record each time.
+    pub fn apply_sorted<'a>(
+        &mut self,
+        changes: impl Iterator<Item = (&'a [u8], bool, Option<&'a [u8]>)>,
+    ) {
+        let old = std::mem::take(&mut self.slots);
+        let mut slots = Vec::with_capacity(old.len());
+        let mut rest = old.into_iter().peekable();
+        for (key, removed, value) in changes {
+            let mut stored = None;
+            while let Some(s) = rest.peek() {
+                match self.order.cmp(key_in(&self.arena, s), key) {
+                    Ordering::Less => slots.push(rest.next().expect("peeked")),
+                    Ordering::Equal => {
+                        stored = rest.next();
+                        break;
+                    }
+                    Ordering::Greater => break,
+                }
+            }
+            let key = match stored {
+                Some(s) => {
+                    self.garbage += s.key as usize + s.value as usize;
+                    match removed {
+                        true => key.to_vec(),
+                        false => key_in(&self.arena, &s).to_vec(),
+                    }
+                }
+                None => key.to_vec(),
+            };
+            match value {
+                Some(v) => slots.push(self.push(&key, v)),
+                None if !removed => {
+                    // Nothing to set nor remove: the record stays.
+                    if let Some(s) = stored {
+                        self.garbage -= s.key as usize + s.value as usize;
+                        slots.push(s);
+                    }
+                }
+                None => {}
+            }
+        }
+        slots.extend(rest);
+        self.slots = slots;
+        self.maybe_compact();
+    }
+
     pub fn remove(&mut self, key: &[u8]) -> Option<Vec<u8>> {
         let i = self.find(key).ok()?;
         let old = self.value(i).to_vec();
@@ -607,13 +658,23 @@ fn under(path: &Path, dir: &Path) -> bool {
 const DIRS_KEPT: usize = 32;
 
 thread_local! {
-    static DIRS: RefCell<HashMap<OsString, std::os::fd::OwnedFd>> =
+    /// Each with the look (see `LOOK`) that last found it still linked.
+    static DIRS: RefCell<HashMap<OsString, (std::os::fd::OwnedFd, u64)>> =
         RefCell::new(HashMap::default());
+    /// Counts this thread's commands ([`Files::new_command`]): a kept
+    /// directory is asked whether it is still linked once a command at
+    /// most (when a file in it is missing), not at every missing file.
+    static LOOK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// What identifies the version of `path` on disk (`None`: it does not
 /// exist), following symlinks as `fs::metadata` does.
 fn stat(path: &Path) -> Result<Option<Stamp>, StoreError> {
+    Ok(look(path)?.map(|(stamp, _)| stamp))
+}
+
+/// [`stat`], and whether it is a directory.
+fn look(path: &Path) -> Result<Option<(Stamp, bool)>, StoreError> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
     let bytes = path.as_os_str().as_bytes();
@@ -625,7 +686,7 @@ fn stat(path: &Path) -> Result<Option<Stamp>, StoreError> {
     let Ok(name) = std::ffi::CString::new(name) else {
         return stat_path(path);
     };
-    let at = |fd: i32| -> io::Result<Stamp> {
+    let at = |fd: i32| -> io::Result<(Stamp, bool)> {
         let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
         // SAFETY: a directory descriptor we hold, a NUL-terminated name,
         // and a stat buffer the call fills when it returns 0.
@@ -634,28 +695,35 @@ fn stat(path: &Path) -> Result<Option<Stamp>, StoreError> {
         }
         // SAFETY: filled by fstatat above.
         let st = unsafe { st.assume_init() };
-        Ok(Base {
+        let stamp = Base {
             dev: st.st_dev,
             ino: st.st_ino,
             size: st.st_size as u64,
             mtime: st.st_mtime,
             mtime_nsec: st.st_mtime_nsec,
-        })
+        };
+        Ok((stamp, st.st_mode & libc::S_IFMT == libc::S_IFDIR))
     };
     let done = DIRS.with(|c| {
         let mut c = c.borrow_mut();
         let key = std::ffi::OsStr::from_bytes(dir);
-        if let Some(fd) = c.get(key) {
+        if let Some((fd, linked)) = c.get_mut(key) {
             match at(fd.as_raw_fd()) {
                 // A directory removed since (`restore --force` makes user
                 // directories anew) has no link left: let it go, and look
                 // by path.
-                Err(e)
-                    if e.kind() == io::ErrorKind::NotFound
-                        && nix::sys::stat::fstat(fd).is_ok_and(|d| d.st_nlink == 0) =>
-                {
-                    c.remove(key);
-                    return None;
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let look = LOOK.get();
+                    // (A process serving no commands always asks.)
+                    if look != 0 && *linked == look {
+                        return Some(Err(e));
+                    }
+                    if nix::sys::stat::fstat(&*fd).is_ok_and(|d| d.st_nlink == 0) {
+                        c.remove(key);
+                        return None;
+                    }
+                    *linked = look;
+                    return Some(Err(e));
                 }
                 r => return Some(r),
             }
@@ -679,7 +747,7 @@ fn stat(path: &Path) -> Result<Option<Stamp>, StoreError> {
         // SAFETY: a descriptor just opened, owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let r = at(fd.as_raw_fd());
-        c.insert(key.to_owned(), fd);
+        c.insert(key.to_owned(), (fd, LOOK.get()));
         Some(r)
     });
     match done {
@@ -691,9 +759,9 @@ fn stat(path: &Path) -> Result<Option<Stamp>, StoreError> {
 }
 
 /// [`stat`] by the whole path.
-fn stat_path(path: &Path) -> Result<Option<Stamp>, StoreError> {
+fn stat_path(path: &Path) -> Result<Option<(Stamp, bool)>, StoreError> {
     match fs::metadata(path) {
-        Ok(m) => Ok(Some(stamp_of(&m))),
+        Ok(m) => Ok(Some((stamp_of(&m), m.is_dir()))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StoreError::io(path, e)),
     }
@@ -725,6 +793,7 @@ impl Files {
 
     /// A new command begins: files are looked at again.
     pub fn new_command(&mut self) {
+        LOOK.set(LOOK.get() + 1);
         self.seen.get_or_insert_default().clear();
         self.dirs.get_mut().clear();
     }
@@ -748,7 +817,7 @@ impl Files {
         if let Some(&known) = self.dirs.borrow().get(path.as_os_str()) {
             return known;
         }
-        let now = path.is_dir();
+        let now = matches!(look(path), Ok(Some((_, true))));
         self.dirs
             .borrow_mut()
             .insert(path.as_os_str().to_owned(), now);
@@ -1311,6 +1380,122 @@ impl Files {
         self.sorted
             .insert(path.as_os_str().to_owned(), (stamp, true));
         Ok(result)
+    }
+
+    /// Append a change that does not depend on what the file holds (sets
+    /// and removals of whole records, all starting with `prefix`, which
+    /// `change` makes from the records with `prefix` as they are: to spell
+    /// keys as stored) to the journal of `path` under the file's shared
+    /// lock: writers of one file do not wait for each other. Each append is one `O_APPEND` write,
+    /// which the kernel keeps whole and in one order for every reader; the
+    /// change starts with an empty line, so that one a killed writer cut
+    /// short before it is skipped ([`journal::encode_shared`]). The change
+    /// is on disk (fsynced, unless fsync is off) before this returns the
+    /// records with `prefix` as they are after it (the changes appended
+    /// before it applied).
+    ///
+    /// `None` (nothing written) when this does not apply: the file is not
+    /// journaled, has no journal for its version yet, ends in a change cut
+    /// short, or is not in order. The caller then takes the exclusive way
+    /// ([`Files::update_prefix`]), which starts, mends or folds journals.
+    pub fn append_shared(
+        &mut self,
+        path: &Path,
+        order: Order,
+        prefix: &[u8],
+        change: impl FnOnce(&Records) -> Vec<Op>,
+    ) -> Result<Option<Records>, StoreError> {
+        if !self.journaled(path) {
+            return Ok(None);
+        }
+        let lock = Lock::take(path, false)?;
+        self.unsee(path);
+        let main = stat(path)?;
+        match self.load_journal(path, main)? {
+            JournalView::Valid { torn: false, .. } => {}
+            _ => return Ok(None),
+        }
+        let (stamp, bytes) = match self.mains.get(path.as_os_str()) {
+            Some((s, bytes)) if *s == main => (main, bytes.clone()),
+            _ => self.load_main(path)?,
+        };
+        let sorted = match self.sorted.get(path.as_os_str()) {
+            Some((s, sorted)) if *s == stamp => *sorted,
+            _ => {
+                let sorted = lines_in_order(&bytes, order);
+                self.sorted
+                    .insert(path.as_os_str().to_owned(), (stamp, sorted));
+                sorted
+            }
+        };
+        let jp = journal_path(path);
+        let Some(st) = self.journals.get_mut(path.as_os_str()) else {
+            return Ok(None);
+        };
+        if !sorted || stamp != main || st.header.is_none_or(|h| h.0 != order) {
+            return Ok(None);
+        }
+        // The journal cannot be replaced while the shared lock is held (a
+        // fold takes it exclusive): the path names the inode read.
+        if st.writer.is_none() {
+            let f = OpenOptions::new()
+                .append(true)
+                .open(&jp)
+                .map_err(|e| StoreError::io(&jp, e))?;
+            st.writer = Some(f);
+        }
+        if st.reader.is_none() {
+            st.reader = Some(File::open(&jp).map_err(|e| StoreError::io(&jp, e))?);
+        }
+        let part = |overlay: &Overlay| {
+            let (lo, hi) = prefix_range(&bytes, order, prefix);
+            let (mut part, _) = Records::parse(order, &bytes[lo..hi]);
+            overlay.apply_prefix(prefix, &mut part);
+            part
+        };
+        let ops = change(&part(&st.overlay));
+        if ops.is_empty() {
+            return Ok(None);
+        }
+        let change = journal::encode_shared(&ops);
+        let w = st.writer.as_mut().expect("opened above");
+        // One write: a short write (which a regular file gives only when
+        // out of space) would let another writer's change in between, and
+        // is checked for below.
+        let n = w.write(&change).map_err(|e| StoreError::io(&jp, e))?;
+        if self.fsync {
+            w.sync_data().map_err(|e| StoreError::io(&jp, e))?;
+        }
+        // With O_APPEND the offset is now the end of this change.
+        let end = w.stream_position().map_err(|e| StoreError::io(&jp, e))?;
+        // What others appended before it, and it.
+        let mut tail = vec![0; (end - st.valid) as usize];
+        let r = st.reader.as_ref().expect("opened above");
+        r.read_exact_at(&mut tail, st.valid)
+            .map_err(|e| StoreError::io(&jp, e))?;
+        let overlay = Arc::make_mut(&mut st.overlay);
+        let read =
+            journal::parse_changes(&tail, |ops| ops.into_iter().for_each(|op| overlay.push(op)));
+        st.valid += read as u64;
+        st.seen = end;
+        if n != change.len() || st.valid != end {
+            // Not whole: not acknowledged. The exclusive way mends it.
+            return Err(StoreError::Invalid(format!(
+                "{}: a change was not written whole",
+                jp.display()
+            )));
+        }
+        let overlay = st.overlay.clone();
+        self.appended.insert(path.as_os_str().to_owned(), order);
+        self.cache.remove(path.as_os_str());
+        self.raw.remove(path.as_os_str());
+        let part = part(&overlay);
+        if end > fold_threshold(main.map_or(0, |s| s.size)) {
+            drop(lock);
+            let _lock = Lock::take(path, true)?;
+            self.settle(path, order, false)?;
+        }
+        Ok(Some(part))
     }
 
     /// Read-modify-write `path` under its exclusive lock. `change` returns

@@ -147,6 +147,16 @@ pub fn encode(ops: &[Op]) -> Vec<u8> {
     out
 }
 
+/// One change as [`encode`] makes it, after two line ends: appended
+/// under the shared lock, it may follow a change a killed process left cut
+/// short (mid-line or not), which the line ends close; readers skip that
+/// one and read this.
+pub fn encode_shared(ops: &[Op]) -> Vec<u8> {
+    let mut out = b"\n\n".to_vec();
+    out.extend_from_slice(&encode(ops));
+    out
+}
+
 fn parse_op(line: &[u8]) -> Option<Op> {
     match line.split_first()? {
         (b'+', rest) => {
@@ -161,33 +171,46 @@ fn parse_op(line: &[u8]) -> Option<Op> {
 }
 
 /// The complete changes in `bytes` (journal lines after the header), in
-/// order, each whole; returns how many bytes they take. Parsing stops at
-/// the first change that is cut short or damaged.
+/// order, each whole; returns how many bytes they take (up to the end of
+/// the last whole change). A change that is cut short or damaged is
+/// skipped when an empty line follows it (changes appended under the
+/// shared lock start with one: see [`encode_shared`]); else parsing stops
+/// there.
 pub fn parse_changes(bytes: &[u8], mut each: impl FnMut(Vec<Op>)) -> usize {
     let mut done = 0;
+    // Where the change being read starts; `None` while skipping a
+    // damaged one, up to the next empty line.
+    let mut start = Some(0);
     let mut at = 0;
     let mut ops = Vec::new();
     while let Some(i) = memchr::memchr(b'\n', &bytes[at..]) {
         let line = &bytes[at..at + i];
         let next = at + i + 1;
+        at = next;
+        if line.is_empty() {
+            ops.clear();
+            start = Some(next);
+            continue;
+        }
+        let Some(from) = start else { continue };
         if let Some(hash) = line.strip_prefix(b".") {
             let ok = hash.len() == 16
                 && std::str::from_utf8(hash)
                     .ok()
                     .and_then(|h| u64::from_str_radix(h, 16).ok())
-                    .is_some_and(|h| h == fnv1a(&bytes[done..at]));
-            if !ok || ops.is_empty() {
-                break;
+                    .is_some_and(|h| h == fnv1a(&bytes[from..next - line.len() - 1]));
+            if ok && !ops.is_empty() {
+                each(std::mem::take(&mut ops));
+                done = next;
+                start = Some(next);
+                continue;
             }
-            each(std::mem::take(&mut ops));
-            done = next;
-        } else {
-            match parse_op(line) {
-                Some(op) => ops.push(op),
-                None => break,
-            }
+        } else if let Some(op) = parse_op(line) {
+            ops.push(op);
+            continue;
         }
-        at = next;
+        ops.clear();
+        start = None;
     }
     done
 }
@@ -280,11 +303,21 @@ impl Overlay {
         }
     }
 
-    /// Apply every change to `recs`.
+    /// Apply every change to `recs`: one at a time when they are few, else
+    /// merged in one pass (the map's order is the file's: case folded for
+    /// `CaseInsensitive`).
     pub fn apply(&self, recs: &mut Records) {
-        for l in self.map.values() {
-            Overlay::apply_one(recs, l);
+        if self.map.len() < 32 {
+            for l in self.map.values() {
+                Overlay::apply_one(recs, l);
+            }
+            return;
         }
+        recs.apply_sorted(
+            self.map
+                .values()
+                .map(|l| (&l.key[..], l.removed, l.value.as_deref())),
+        );
     }
 
     /// Apply the changes of keys that start with `prefix`.
@@ -440,6 +473,85 @@ mod tests {
         assert_eq!(parse_changes(&bad, |c| got.push(c)), first);
         // An end line with no change before it is not a change.
         assert_eq!(parse_changes(&encode(&[]), |_| panic!()), 0);
+    }
+
+    /// A change appended under the shared lock after one a killed process
+    /// cut short (anywhere) is read; the cut one is not.
+    #[test]
+    fn a_shared_change_after_a_cut_one_is_read() {
+        let one = vec![Op::Set(b"a\"email".to_vec(), b"x@y".to_vec())];
+        let two = vec![Op::Set(b"b\"email".to_vec(), b"z@y".to_vec())];
+        let cut = encode_shared(&one);
+        // (Cut before its last line end only, it is whole once the next
+        // change's line ends follow: a change written whole but not
+        // acknowledged, as when a process is killed after its write.)
+        for at in 0..cut.len() - 1 {
+            let mut bytes = cut[..at].to_vec();
+            bytes.extend_from_slice(&encode_shared(&two));
+            let mut got = Vec::new();
+            assert_eq!(
+                parse_changes(&bytes, |c| got.push(c)),
+                bytes.len(),
+                "cut at {at}"
+            );
+            assert_eq!(got, vec![two.clone()], "cut at {at}");
+        }
+        // Whole, both are read; cut short at the end, the first only.
+        let mut bytes = cut.clone();
+        bytes.extend_from_slice(&encode_shared(&two));
+        let mut got = Vec::new();
+        assert_eq!(parse_changes(&bytes, |c| got.push(c)), bytes.len());
+        assert_eq!(got, vec![one.clone(), two.clone()]);
+        for at in cut.len()..bytes.len() {
+            let mut got = Vec::new();
+            assert_eq!(parse_changes(&bytes[..at], |c| got.push(c)), cut.len());
+            assert_eq!(got, vec![one.clone()]);
+        }
+    }
+
+    /// Many changes (applied by one merge) give what applying each in
+    /// turn gives, in both orders.
+    #[test]
+    fn a_large_overlay_equals_applying_each_change() {
+        for order in [Order::CaseInsensitive, Order::Bytes] {
+            let mut seed: u64 = 99;
+            let mut next = |n: u64| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 33) % n
+            };
+            let spell = |k: u64, up: bool| match up {
+                true => format!("Key{k}"),
+                false => format!("key{k}"),
+            };
+            let mut base = Records::new(order);
+            for k in (0..300).step_by(2) {
+                base.insert(spell(k, next(2) == 0).into_bytes(), b"base".to_vec());
+            }
+            let mut serial = base.clone();
+            let mut overlay = Overlay::new(order);
+            for i in 0..600 {
+                let key = spell(next(300), next(2) == 0).into_bytes();
+                let op = match next(3) {
+                    0 => Op::Remove(key),
+                    _ => Op::Set(key, format!("v{i}").into_bytes()),
+                };
+                match &op {
+                    Op::Set(k, v) => {
+                        serial.insert(k.clone(), v.clone());
+                    }
+                    Op::Remove(k) => {
+                        serial.remove(k);
+                    }
+                }
+                overlay.push(op);
+            }
+            assert!(overlay.map.len() >= 32);
+            let mut applied = base.clone();
+            overlay.apply(&mut applied);
+            assert_eq!(pairs(&applied), pairs(&serial), "{order:?}");
+        }
     }
 
     #[test]

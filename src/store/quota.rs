@@ -131,14 +131,7 @@ impl Store {
             return Ok(());
         }
         if quota_kb == 0 {
-            let p = self.user_path(user, "options");
-            if stored_usage(&*self.files.read(&p, OPTION_ORDER)?).is_none() {
-                return Ok(());
-            }
-            return self.files.update(&p, OPTION_ORDER, |recs| {
-                let had = recs.remove(USAGE_OPTION.as_bytes()).is_some();
-                Ok::<_, StoreError>(((), had))
-            });
+            return self.forget_usage(user);
         }
         self.update_with_usage(user, &|_| Ok(true), |recs, usage| {
             let Some(usage) = usage else {
@@ -151,6 +144,19 @@ impl Store {
             };
             store_usage(recs, now);
             Ok::<_, StoreError>(((), true))
+        })
+    }
+
+    /// Without a quota no usage is counted: a count recorded while one
+    /// applied is dropped at the next change of the user's books.
+    pub fn forget_usage(&mut self, user: &str) -> Result<(), StoreError> {
+        let p = self.user_path(user, "options");
+        if stored_usage(&*self.files.read(&p, OPTION_ORDER)?).is_none() {
+            return Ok(());
+        }
+        self.files.update(&p, OPTION_ORDER, |recs| {
+            let had = recs.remove(USAGE_OPTION.as_bytes()).is_some();
+            Ok::<_, StoreError>(((), had))
         })
     }
 
