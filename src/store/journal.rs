@@ -16,6 +16,8 @@
 //! +KEY VALUE                          set, escaped as in the file
 //! -KEY                                remove
 //! .HASH                               end of one change: FNV-1a 64 of its lines
+//! (empty line)                        before a change appended under the
+//!                                     shared lock (see below)
 //! ```
 //!
 //! BASE is `DEV INO SIZE MTIME NSEC` of the file when the journal was
@@ -23,7 +25,16 @@
 //! file as it is now is obsolete: the file was rewritten since (a fold
 //! that was cut short before the journal went, or a restore). A change
 //! whose end line is missing or wrong was cut short by a crash: it was
-//! never acknowledged, and it and what follows are ignored.
+//! never acknowledged: it is ignored, and so is what follows it up to the
+//! next empty line.
+//!
+//! Changes are appended under the file's exclusive lock, except stores of
+//! address book entries without a quota, which need no look at what is
+//! there and are appended under the shared lock by writers that do not
+//! wait for each other. Each append is one `O_APPEND` write: the kernel
+//! keeps concurrent ones whole and in one order. Such a change starts with
+//! two line ends, which close any change a killed writer cut short before
+//! it and then leave an empty line, so it is read after such a one.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
