@@ -24,8 +24,8 @@
 //! started, or `-` when there was none. A journal whose base is not the
 //! file as it is now is obsolete: the file was rewritten since (a fold
 //! that was cut short before the journal went, or a restore). A change
-//! whose end line is missing or wrong was cut short by a crash: it was
-//! never acknowledged: it is ignored, and so is what follows it up to the
+//! whose end line is missing or wrong was cut short by a crash and never
+//! acknowledged: it is ignored, and so is what follows it up to the
 //! next empty line.
 //!
 //! Changes are appended under the file's exclusive lock, except stores of
