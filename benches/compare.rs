@@ -235,6 +235,8 @@ struct Figures {
     search_100k: (f64, f64),
     store_100k: f64,
     concurrent: (f64, usize),
+    /// Entries that survived, per second of the same run.
+    concurrent_kept: f64,
     idle_kb: u64,
 }
 
@@ -297,6 +299,8 @@ fn measure(t: &Target, k: &Counts) -> Figures {
             .collect();
         rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
         f.concurrent = rounds[ROUNDS / 2];
+        let (rate, kept) = f.concurrent;
+        f.concurrent_kept = rate * kept as f64 / (8 * k.per_writer) as f64;
     }
     if only("idle") {
         f.idle_kb = idle_session_kb(t);
@@ -599,6 +603,12 @@ fn main() {
     row(
         "8 concurrent writers, entries/s",
         |f| f.concurrent.0,
+        true,
+        "/s",
+    );
+    row(
+        "8 concurrent writers, entries kept/s",
+        |f| f.concurrent_kept,
         true,
         "/s",
     );
