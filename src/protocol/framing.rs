@@ -85,7 +85,11 @@ enum Line {
 
 #[derive(Default)]
 pub struct FrameReader {
+    /// Bytes read; those before `start` are consumed (dropped from the
+    /// front only now and then: pipelined commands would otherwise move
+    /// what follows them once each).
     buf: Vec<u8>,
+    start: usize,
     limits: Limits,
 }
 
@@ -93,8 +97,31 @@ impl FrameReader {
     pub fn new(limits: Limits) -> Self {
         FrameReader {
             buf: Vec::new(),
+            start: 0,
             limits,
         }
+    }
+
+    /// What was read and not consumed yet.
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Read more; `Ok(0)` at end of input.
+    fn fill<T: Transport>(&mut self, t: &mut T) -> io::Result<usize> {
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        t.fill(&mut self.buf)
     }
 
     /// Read one line; a bare LF ends a line as CRLF does. A line over `max`
@@ -124,8 +151,9 @@ impl FrameReader {
         // While skipping an over-long line: its start and its latest end.
         let mut overflow: Option<(Vec<u8>, Vec<u8>)> = None;
         loop {
-            if let Some(pos) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=scanned + pos).collect();
+            if let Some(pos) = memchr::memchr(b'\n', &self.pending()[scanned..]) {
+                let mut line = self.pending()[..=scanned + pos].to_vec();
+                self.consume(scanned + pos + 1);
                 line.pop();
                 // One CR before the LF ends the line, whether it came in
                 // this read or was already skipped with an over-long line.
@@ -155,19 +183,19 @@ impl FrameReader {
                     }
                 });
             }
-            scanned = self.buf.len();
-            if self.buf.len() > max + 1 {
+            scanned = self.pending().len();
+            if scanned > max + 1 {
                 match overflow.as_mut() {
-                    None => overflow = Some((head(&self.buf), tail(&self.buf))),
+                    None => overflow = Some((head(self.pending()), tail(self.pending()))),
                     Some((_, t)) => {
-                        t.extend_from_slice(&self.buf);
+                        t.extend_from_slice(self.pending());
                         *t = tail(t);
                     }
                 }
-                self.buf.clear();
+                self.consume(scanned);
                 scanned = 0;
             }
-            if t.fill(&mut self.buf)? == 0 {
+            if self.fill(t)? == 0 {
                 return Ok(Line::Eof);
             }
         }
@@ -180,25 +208,26 @@ impl FrameReader {
         n: usize,
         out: &mut Vec<u8>,
     ) -> io::Result<bool> {
-        while self.buf.len() < n {
-            if t.fill(&mut self.buf)? == 0 {
+        while self.pending().len() < n {
+            if self.fill(t)? == 0 {
                 return Ok(false);
             }
         }
-        out.extend(self.buf.drain(..n));
+        out.extend_from_slice(&self.pending()[..n]);
+        self.consume(n);
         Ok(true)
     }
 
     /// Read and drop `n` octets without keeping them.
     fn discard<T: Transport>(&mut self, t: &mut T, mut n: u64) -> io::Result<bool> {
         loop {
-            let take = (self.buf.len() as u64).min(n) as usize;
-            self.buf.drain(..take);
+            let take = (self.pending().len() as u64).min(n) as usize;
+            self.consume(take);
             n -= take as u64;
             if n == 0 {
                 return Ok(true);
             }
-            if t.fill(&mut self.buf)? == 0 {
+            if self.fill(t)? == 0 {
                 return Ok(false);
             }
         }
