@@ -69,13 +69,30 @@ fn assert_all_files_whole(dir: &Path) -> usize {
     journals
 }
 
-/// A server writing by rewrites (the default) or by journals.
-fn server(journaled: bool) -> Server {
-    let b = Server::builder();
-    if journaled {
-        b.option_line("imsp.db.journal N +").start()
-    } else {
-        b.start()
+/// How the server under test writes.
+#[derive(Clone, Copy, PartialEq)]
+enum Writes {
+    /// Every change rewrites its file (the default).
+    Rewrite,
+    /// Changes go to journals (with the default quota).
+    Journal,
+    /// Journals and no quota: stores into a book append beside each other
+    /// under its shared lock.
+    JournalNoQuota,
+}
+
+fn server(writes: Writes) -> Server {
+    match writes {
+        Writes::Rewrite => Server::builder().start(),
+        Writes::Journal => Server::builder().option_line("imsp.db.journal N +").start(),
+        Writes::JournalNoQuota => {
+            let options =
+                common::DEFAULT_OPTIONS.replace("imsp.user.quota R 1000", "imsp.user.quota R 0");
+            assert_ne!(options, common::DEFAULT_OPTIONS);
+            Server::builder()
+                .options(&format!("{options}imsp.db.journal N +\n"))
+                .start()
+        }
     }
 }
 
@@ -114,12 +131,17 @@ fn acknowledged(stream: TcpStream) -> BTreeSet<String> {
 
 #[test]
 fn sigkill_in_the_middle_of_writes_loses_nothing_acknowledged() {
-    sigkill_in_the_middle_of_writes(false);
+    sigkill_in_the_middle_of_writes(Writes::Rewrite);
 }
 
 #[test]
 fn sigkill_in_the_middle_of_journaled_writes_loses_nothing_acknowledged() {
-    sigkill_in_the_middle_of_writes(true);
+    sigkill_in_the_middle_of_writes(Writes::Journal);
+}
+
+#[test]
+fn sigkill_in_the_middle_of_shared_appends_loses_nothing_acknowledged() {
+    sigkill_in_the_middle_of_writes(Writes::JournalNoQuota);
 }
 
 /// Every acknowledged SET and STOREADDRESS, read back by a new session.
@@ -146,8 +168,9 @@ fn assert_present(
     }
 }
 
-fn sigkill_in_the_middle_of_writes(journaled: bool) {
-    let s = server(journaled);
+fn sigkill_in_the_middle_of_writes(writes: Writes) {
+    let journaled = writes != Writes::Rewrite;
+    let s = server(writes);
     let mut rng = Lcg(0x1de5_u64 ^ u64::from(std::process::id()));
     let mut acked_options = BTreeMap::new();
     let mut acked_entries = BTreeMap::new();
@@ -294,16 +317,21 @@ fn worker(port: u16, i: usize) -> Model {
 
 #[test]
 fn sixteen_processes_mixing_writes_equal_a_serial_replay() {
-    sixteen_processes_mixing_writes(false);
+    sixteen_processes_mixing_writes(Writes::Rewrite);
 }
 
 #[test]
 fn sixteen_processes_mixing_journaled_writes_equal_a_serial_replay() {
-    sixteen_processes_mixing_writes(true);
+    sixteen_processes_mixing_writes(Writes::Journal);
 }
 
-fn sixteen_processes_mixing_writes(journaled: bool) {
-    let s = server(journaled);
+#[test]
+fn sixteen_processes_mixing_shared_appends_equal_a_serial_replay() {
+    sixteen_processes_mixing_writes(Writes::JournalNoQuota);
+}
+
+fn sixteen_processes_mixing_writes(writes: Writes) {
+    let s = server(writes);
     let port = s.port;
     let t0 = Instant::now();
     let mut model = Model::default();

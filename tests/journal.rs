@@ -336,7 +336,10 @@ fn forked_shared_writers_lose_nothing() {
 #[test]
 fn an_entry_made_at_once_in_two_cases_is_spelled_one_way() {
     use imspd::store::journal::{Op, encode_shared};
-    let s = Server::builder().options(&with_journal(true)).start();
+    // No quota: stores append under the shared lock.
+    let options = with_journal(true).replace("imsp.user.quota R 1000", "imsp.user.quota R 0");
+    assert!(options.contains("imsp.user.quota R 0"));
+    let s = Server::builder().options(&options).start();
     let mut c = s.login("fred");
     c.ok("STOREADDRESS fred \"Warm\" email w@x");
     c.ok("STOREADDRESS fred \"Same\" f0 v0");

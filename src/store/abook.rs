@@ -669,18 +669,14 @@ impl Store {
     ) -> Result<Entry, StoreError> {
         check_entry_name(name)?;
         let owner = owner_of(book).to_string();
-        // With a quota the usage is read under the guard, held exclusive:
-        // no other store can spend it meanwhile.
-        let _guard = self.guard_existing(book, quota_kb > 0)?;
-        // (With no quota, nothing is checked against it.)
-        let usage = match quota_kb {
-            0 => 0,
-            _ => self.usage_of(&owner)?,
-        };
         let p = self.book_path(book);
-        if quota_kb == 0 {
+        if quota_kb == 0 && self.resolve_book(book)?.as_deref() == Some(book) {
             // Without a quota nothing checked depends on what the entry
-            // holds: the change is appended beside other writers'.
+            // holds: the change is appended beside other writers', under
+            // the book's shared lock only. (No guard is needed: a book
+            // deleted or renamed since it was found above has no journal,
+            // and append_shared then leaves it to the exclusive way below,
+            // which looks again under the guard.)
             let ops = |now: &Records| {
                 // Keep the case the entry was created with.
                 let stored = entry(now, name).map_or_else(|| name.to_vec(), |e| e.name);
@@ -710,6 +706,14 @@ impl Store {
                 // way below spells every line of it as its first.
             }
         }
+        // With a quota the usage is read under the guard, held exclusive:
+        // no other store can spend it meanwhile.
+        let _guard = self.guard_existing(book, quota_kb > 0)?;
+        // (With no quota, nothing is checked against it.)
+        let usage = match quota_kb {
+            0 => 0,
+            _ => self.usage_of(&owner)?,
+        };
         // Only the entry's lines are read and rewritten in the file.
         let (entry, delta) = self
             .files

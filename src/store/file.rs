@@ -1518,8 +1518,9 @@ impl Files {
         if st.reader.is_none() {
             st.reader = Some(File::open(&jp).map_err(|e| StoreError::io(&jp, e))?);
         }
+        // The file's lines for the prefix: the same before and after.
+        let (lo, hi) = prefix_range(&bytes, order, prefix);
         let part = |overlay: &Overlay| {
-            let (lo, hi) = prefix_range(&bytes, order, prefix);
             let (mut part, _) = Records::parse(order, &bytes[lo..hi]);
             overlay.apply_prefix(prefix, &mut part);
             part
