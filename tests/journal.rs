@@ -189,11 +189,23 @@ fn the_daemon_folds_what_a_killed_session_left() {
 /// ending does, lose nothing.
 #[test]
 fn forked_writers_folding_at_random_lose_nothing() {
+    forked_writers(false);
+}
+
+/// The same, appending beside each other under the shared lock (falling
+/// back to the exclusive way when that does not apply).
+#[test]
+fn forked_shared_writers_lose_nothing() {
+    forked_writers(true);
+}
+
+fn forked_writers(shared: bool) {
+    use imspd::store::journal::Op;
     use imspd::store::{Files, Order, StoreError};
     let dir = tempfile::tempdir().unwrap();
     let book = dir.path().join("user").join("fred").join("abook.fred");
     std::fs::create_dir_all(book.parent().unwrap()).unwrap();
-    let (writers, per) = (6, 200);
+    let (writers, per) = (6, 250);
     let mut pids = Vec::new();
     for w in 0..writers {
         // SAFETY: the child only runs the loop below and exits.
@@ -203,88 +215,24 @@ fn forked_writers_folding_at_random_lose_nothing() {
                 files.fsync = false;
                 files.journaling = true;
                 let mut seed: u64 = 12345 + w;
+                let mut went_shared = 0;
                 for i in 0..per {
                     let name = format!("W{w} E{i}\"");
-                    files
-                        .update_prefix::<_, StoreError>(
-                            &book,
-                            Order::CaseInsensitive,
-                            name.as_bytes(),
-                            |r| {
-                                r.insert(name.clone().into_bytes(), Vec::new());
-                                r.insert(format!("{name}email").into_bytes(), b"x@y".to_vec());
-                                Ok(((), true))
-                            },
-                        )
-                        .unwrap();
-                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    if (seed >> 33).is_multiple_of(10) {
-                        files.fold_appended();
-                    }
-                }
-                files.fold_appended();
-                std::process::exit(0);
-            }
-            pid => pids.push(pid),
-        }
-    }
-    // Every child is waited for before anything is asserted (the
-    // directory must outlive them).
-    let statuses: Vec<i32> = pids
-        .into_iter()
-        .map(|pid| {
-            let mut status = 0;
-            // SAFETY: waiting for a child forked above.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
-            status
-        })
-        .collect();
-    assert!(statuses.iter().all(|&s| s == 0), "{statuses:?}");
-    let bytes = std::fs::read(&book).unwrap();
-    let text = String::from_utf8_lossy(&bytes);
-    let entries = text.lines().filter(|l| l.ends_with("\" ")).count();
-    assert!(!imspd::store::journal::journal_path(&book).exists());
-    assert_eq!(entries, (writers * per) as usize);
-}
-
-/// Processes appending beside each other under the shared lock (falling
-/// back to the exclusive way when that does not apply, and folding now
-/// and then) lose nothing; an entry two of them make at once in two cases
-/// ends spelled one way in every line.
-#[test]
-fn forked_shared_writers_lose_nothing() {
-    use imspd::store::journal::Op;
-    use imspd::store::{Files, Order, StoreError};
-    let dir = tempfile::tempdir().unwrap();
-    let book = dir.path().join("user").join("fred").join("abook.fred");
-    std::fs::create_dir_all(book.parent().unwrap()).unwrap();
-    let (writers, per) = (6, 300);
-    let mut pids = Vec::new();
-    for w in 0..writers {
-        // SAFETY: the child only runs the loop below and exits.
-        match unsafe { libc::fork() } {
-            0 => {
-                let mut files = Files::under(dir.path());
-                files.fsync = false;
-                files.journaling = true;
-                let mut seed: u64 = 777 + w;
-                let mut shared = 0;
-                for i in 0..per {
-                    let name = format!("W{w} E{i}\"");
+                    let email = format!("{name}email");
                     let ops = vec![
                         Op::Set(name.clone().into_bytes(), Vec::new()),
-                        Op::Set(format!("{name}email").into_bytes(), b"x@y".to_vec()),
+                        Op::Set(email.clone().into_bytes(), b"x@y".to_vec()),
                     ];
-                    let got = files
-                        .append_shared(&book, Order::CaseInsensitive, name.as_bytes(), |_| ops)
-                        .unwrap();
+                    let got = match shared {
+                        true => files
+                            .append_shared(&book, Order::CaseInsensitive, name.as_bytes(), |_| ops)
+                            .unwrap(),
+                        false => None,
+                    };
                     match got {
                         Some(part) => {
-                            shared += 1;
-                            assert_eq!(
-                                part.get(format!("{name}email").as_bytes()),
-                                Some(&b"x@y"[..])
-                            );
+                            went_shared += 1;
+                            assert_eq!(part.get(email.as_bytes()), Some(&b"x@y"[..]));
                         }
                         None => files
                             .update_prefix::<_, StoreError>(
@@ -293,24 +241,27 @@ fn forked_shared_writers_lose_nothing() {
                                 name.as_bytes(),
                                 |r| {
                                     r.insert(name.clone().into_bytes(), Vec::new());
-                                    r.insert(format!("{name}email").into_bytes(), b"x@y".to_vec());
+                                    r.insert(email.clone().into_bytes(), b"x@y".to_vec());
                                     Ok(((), true))
                                 },
                             )
                             .unwrap(),
                     }
                     seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    if (seed >> 33).is_multiple_of(25) {
+                    if (seed >> 33).is_multiple_of(20) {
                         files.fold_appended();
                     }
                 }
                 files.fold_appended();
-                // Most went the shared way.
-                std::process::exit(if shared > per / 2 { 0 } else { 3 });
+                // Asked to, most went the shared way.
+                let fine = !shared || went_shared > per / 2;
+                std::process::exit(if fine { 0 } else { 3 });
             }
             pid => pids.push(pid),
         }
     }
+    // Every child is waited for before anything is asserted (the
+    // directory must outlive them).
     let statuses: Vec<i32> = pids
         .into_iter()
         .map(|pid| {

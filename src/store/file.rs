@@ -476,6 +476,9 @@ fn prefix_range(bytes: &[u8], order: Order, prefix: &[u8]) -> (usize, usize) {
 /// What identifies one version of a file on disk.
 type Stamp = Base;
 
+/// A file's version, its bytes, and whether its lines are in order.
+type MainInOrder = (Option<Stamp>, Arc<Vec<u8>>, bool);
+
 fn stamp_of(m: &fs::Metadata) -> Stamp {
     Base {
         dev: m.dev(),
@@ -616,6 +619,19 @@ struct JournalState {
 }
 
 impl JournalState {
+    /// Open the journal `jp` (this one, which exists) for appending, if
+    /// not yet.
+    fn open_writer(&mut self, jp: &Path) -> Result<(), StoreError> {
+        if self.writer.is_none() {
+            let f = OpenOptions::new()
+                .append(true)
+                .open(jp)
+                .map_err(|e| StoreError::io(jp, e))?;
+            self.writer = Some(f);
+        }
+        Ok(())
+    }
+
     /// The journal as it is now, through a descriptor this process keeps,
     /// while that is still the journal at its path: linked (journals are
     /// unlinked, never renamed).
@@ -1271,13 +1287,7 @@ impl Files {
         bytes.extend_from_slice(&journal::encode(&ops));
         let mut st = match existing {
             Some(mut st) => {
-                if st.writer.is_none() {
-                    let f = OpenOptions::new()
-                        .append(true)
-                        .open(&jp)
-                        .map_err(|e| StoreError::io(&jp, e))?;
-                    st.writer = Some(f);
-                }
+                st.open_writer(&jp)?;
                 st
             }
             None => {
@@ -1373,6 +1383,31 @@ impl Files {
         Ok(true)
     }
 
+    /// The bytes of the file itself (its version `main` as just looked at,
+    /// from the cache when that is it) and whether its lines are in order
+    /// (the caller holds its lock).
+    fn main_in_order(
+        &mut self,
+        path: &Path,
+        order: Order,
+        main: Option<Stamp>,
+    ) -> Result<MainInOrder, StoreError> {
+        let (stamp, bytes) = match self.mains.get(path.as_os_str()) {
+            Some((s, bytes)) if *s == main => (main, bytes.clone()),
+            _ => self.load_main(path)?,
+        };
+        let sorted = match self.sorted.get(path.as_os_str()) {
+            Some((s, sorted)) if *s == stamp => *sorted,
+            _ => {
+                let sorted = lines_in_order(&bytes, order);
+                self.sorted
+                    .insert(path.as_os_str().to_owned(), (stamp, sorted));
+                sorted
+            }
+        };
+        Ok((stamp, bytes, sorted))
+    }
+
     /// Read-modify-write of the records whose keys start with `prefix` (in
     /// the file's order), without parsing or re-encoding the rest of the
     /// file: their lines are found by binary search, `change` gets them as
@@ -1393,19 +1428,7 @@ impl Files {
         self.unsee(path);
         let journaling = self.journaled(path);
         let main = self.settle(path, order, journaling)?;
-        let (stamp, bytes) = match self.mains.get(path.as_os_str()) {
-            Some((s, bytes)) if *s == main => (main, bytes.clone()),
-            _ => self.load_main(path)?,
-        };
-        let sorted = match self.sorted.get(path.as_os_str()) {
-            Some((s, sorted)) if *s == stamp => *sorted,
-            _ => {
-                let sorted = lines_in_order(&bytes, order);
-                self.sorted
-                    .insert(path.as_os_str().to_owned(), (stamp, sorted));
-                sorted
-            }
-        };
+        let (stamp, bytes, sorted) = self.main_in_order(path, order, main)?;
         if !sorted {
             drop(lock);
             return self.update(path, order, change);
@@ -1486,19 +1509,7 @@ impl Files {
             JournalView::Valid { torn: false, .. } => {}
             _ => return Ok(None),
         }
-        let (stamp, bytes) = match self.mains.get(path.as_os_str()) {
-            Some((s, bytes)) if *s == main => (main, bytes.clone()),
-            _ => self.load_main(path)?,
-        };
-        let sorted = match self.sorted.get(path.as_os_str()) {
-            Some((s, sorted)) if *s == stamp => *sorted,
-            _ => {
-                let sorted = lines_in_order(&bytes, order);
-                self.sorted
-                    .insert(path.as_os_str().to_owned(), (stamp, sorted));
-                sorted
-            }
-        };
+        let (stamp, bytes, sorted) = self.main_in_order(path, order, main)?;
         let jp = journal_path(path);
         let Some(st) = self.journals.get_mut(path.as_os_str()) else {
             return Ok(None);
@@ -1508,13 +1519,7 @@ impl Files {
         }
         // The journal cannot be replaced while the shared lock is held (a
         // fold takes it exclusive): the path names the inode read.
-        if st.writer.is_none() {
-            let f = OpenOptions::new()
-                .append(true)
-                .open(&jp)
-                .map_err(|e| StoreError::io(&jp, e))?;
-            st.writer = Some(f);
-        }
+        st.open_writer(&jp)?;
         if st.reader.is_none() {
             st.reader = Some(File::open(&jp).map_err(|e| StoreError::io(&jp, e))?);
         }
