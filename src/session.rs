@@ -25,7 +25,7 @@ impl Output for ConnOutput<'_> {
         if self.error.is_some() {
             return;
         }
-        let mut buf = Vec::new();
+        let mut buf = Vec::with_capacity(256);
         writer::encode(&r, &mut buf);
         self.conn.queue(&buf);
         if self.conn.queued() > 64 * 1024
@@ -83,7 +83,7 @@ fn read_deadline(settings: &Settings, started: Instant, logged_in: bool) -> Inst
 }
 
 fn send(conn: &mut Connection, r: &Response) -> io::Result<()> {
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(256);
     writer::encode(r, &mut buf);
     conn.queue(&buf);
     conn.flush()
@@ -208,7 +208,7 @@ fn command(
         };
         let done = handler.dispatch_with(cmd, &mut collected, &mut ch);
         for r in &collected {
-            let mut buf = Vec::new();
+            let mut buf = Vec::with_capacity(256);
             writer::encode(r, &mut buf);
             conn.queue(&buf);
         }

@@ -208,25 +208,37 @@ impl Records {
         self.find(key).ok().map(|i| self.key(i))
     }
 
+    /// [`Records::insert`] of borrowed bytes, the old value not returned.
+    pub fn set(&mut self, key: &[u8], value: &[u8]) {
+        match self.find(key) {
+            Ok(i) => {
+                // The stored key, copied within the arena, then the value.
+                let dead = self.slots[i];
+                let at = self.arena.len();
+                self.arena
+                    .extend_from_within(dead.at..dead.at + dead.key as usize);
+                self.arena.extend_from_slice(value);
+                self.slots[i] = Slot {
+                    at,
+                    key: dead.key,
+                    value: value.len() as u32,
+                };
+                self.garbage += dead.key as usize + dead.value as usize;
+                self.maybe_compact();
+            }
+            Err(i) => {
+                let slot = self.push(key, value);
+                self.slots.insert(i, slot);
+            }
+        }
+    }
+
     /// Insert or replace; returns the old value. A replaced record keeps
     /// the key it was stored with.
     pub fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) -> Option<Vec<u8>> {
-        match self.find(&key) {
-            Ok(i) => {
-                let old = self.value(i).to_vec();
-                let stored_key = self.key(i).to_vec();
-                let dead = self.slots[i];
-                self.garbage += dead.key as usize + dead.value as usize;
-                self.slots[i] = self.push(&stored_key, &value);
-                self.maybe_compact();
-                Some(old)
-            }
-            Err(i) => {
-                let slot = self.push(&key, &value);
-                self.slots.insert(i, slot);
-                None
-            }
-        }
+        let old = self.get(&key).map(<[u8]>::to_vec);
+        self.set(&key, &value);
+        old
     }
 
     /// Apply changes given in this order (each key at most once): `(key,

@@ -139,7 +139,14 @@ pub fn parse_header(bytes: &[u8]) -> Option<(Order, Option<Base>, usize)> {
 
 /// One change as journal lines, with its end line.
 pub fn encode(ops: &[Op]) -> Vec<u8> {
-    let mut out = Vec::new();
+    let size: usize = ops
+        .iter()
+        .map(|op| match op {
+            Op::Set(k, v) => k.len() + v.len() + 8,
+            Op::Remove(k) => k.len() + 8,
+        })
+        .sum();
+    let mut out = Vec::with_capacity(size + 20);
     for op in ops {
         match op {
             Op::Set(k, v) => {
@@ -163,8 +170,10 @@ pub fn encode(ops: &[Op]) -> Vec<u8> {
 /// short (mid-line or not), which the line ends close; readers skip that
 /// one and read this.
 pub fn encode_shared(ops: &[Op]) -> Vec<u8> {
-    let mut out = b"\n\n".to_vec();
-    out.extend_from_slice(&encode(ops));
+    let change = encode(ops);
+    let mut out = Vec::with_capacity(change.len() + 2);
+    out.extend_from_slice(b"\n\n");
+    out.extend_from_slice(&change);
     out
 }
 
@@ -310,7 +319,7 @@ impl Overlay {
             recs.remove(&l.key);
         }
         if let Some(v) = &l.value {
-            recs.insert(l.key.clone(), v.clone());
+            recs.set(&l.key, v);
         }
     }
 
