@@ -11,6 +11,11 @@
 //! search, store, writers, idle), `BENCH_NO_CYRUS=1` skips 1.8,
 //! `BENCH_PER_WRITER=N` has each of the 8 writers store N entries, and
 //! `IMSPD_BIN=path` measures another build of imspd.
+//!
+//! The 8 writers are shown as entries stored per second and as entries
+//! kept per second (1.8 keeps one writer's copy of the book). For changes
+//! too small for this machine's timings, `benches/instructions.sh` counts
+//! the instructions of a command with callgrind.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
