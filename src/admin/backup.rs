@@ -206,9 +206,15 @@ pub fn restore(snap: &Snapshot, data_dir: &Path, force: bool) -> Result<(usize, 
     for (f, mode, bytes) in &snap.files {
         let p = data_dir.join(f);
         let _lock = Lock::take(&p, true).map_err(|e| e.to_string())?;
-        write_atomic(&p, bytes, true).map_err(|e| e.to_string())?;
         // Changes journaled for the file replaced are not the backup's.
-        let _ = fs::remove_file(journal_path(&p));
+        // The journal goes first: a session holding it open takes the
+        // file as unchanged while it is linked.
+        match fs::remove_file(journal_path(&p)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", journal_path(&p).display())),
+        }
+        write_atomic(&p, bytes, true).map_err(|e| e.to_string())?;
         fs::set_permissions(&p, fs::Permissions::from_mode(*mode))
             .map_err(|e| format!("{}: {e}", p.display()))?;
     }

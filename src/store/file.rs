@@ -1370,6 +1370,11 @@ impl Files {
     /// was a journal.
     pub fn fold(&mut self, path: &Path) -> Result<bool, StoreError> {
         let _lock = Lock::take(path, true)?;
+        self.fold_locked_any(path)
+    }
+
+    /// [`Files::fold`] for a caller that holds the exclusive lock.
+    fn fold_locked_any(&mut self, path: &Path) -> Result<bool, StoreError> {
         let jp = journal_path(path);
         let head = match File::open(&jp) {
             Ok(f) => {
@@ -1644,6 +1649,10 @@ impl Files {
     pub fn remove(&mut self, path: &Path) -> Result<(), StoreError> {
         {
             let _lock = Lock::take(path, true)?;
+            // The journal is folded and unlinked first: cut short after,
+            // the file is still whole; and a session holding the journal
+            // open takes its file as unchanged only while it is linked.
+            self.fold_locked_any(path)?;
             remove_if_there(path)?;
             remove_if_there(&journal_path(path))?;
             self.forget(path);
