@@ -53,6 +53,13 @@ fn split_key(key: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&key[..q], &key[q + 1..]))
 }
 
+/// The key of one field of the entry whose prefix is `prefix`.
+fn field_key(prefix: &[u8], field: &str) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(field.as_bytes());
+    key
+}
+
 fn entry_prefix(name: &[u8]) -> Vec<u8> {
     let mut p = name.to_vec();
     p.push(b'"');
@@ -683,8 +690,7 @@ impl Store {
                 let prefix = entry_prefix(&stored);
                 let mut ops = vec![Op::Set(prefix.clone(), Vec::new())];
                 for (field, value) in fields {
-                    let mut key = prefix.clone();
-                    key.extend_from_slice(field.as_bytes());
+                    let key = field_key(&prefix, field);
                     ops.push(match value.is_empty() {
                         true => Op::Remove(key),
                         false => Op::Set(key, value.clone()),
@@ -729,8 +735,7 @@ impl Store {
                     recs.insert(prefix.clone(), Vec::new());
                 }
                 for (field, value) in fields {
-                    let mut key = prefix.clone();
-                    key.extend_from_slice(field.as_bytes());
+                    let key = field_key(&prefix, field);
                     let old = if value.is_empty() {
                         recs.remove(&key)
                     } else {

@@ -139,6 +139,20 @@ pub fn parse_header(bytes: &[u8]) -> Option<(Order, Option<Base>, usize)> {
 
 /// One change as journal lines, with its end line.
 pub fn encode(ops: &[Op]) -> Vec<u8> {
+    encode_after(b"", ops)
+}
+
+/// One change as [`encode`] makes it, after two line ends: appended
+/// under the shared lock, it may follow a change a killed process left cut
+/// short (mid-line or not), which the line ends close; readers skip that
+/// one and read this.
+pub fn encode_shared(ops: &[Op]) -> Vec<u8> {
+    encode_after(b"\n\n", ops)
+}
+
+/// `lead`, then the change's lines and its end line (whose hash is of the
+/// change's lines only).
+fn encode_after(lead: &[u8], ops: &[Op]) -> Vec<u8> {
     let size: usize = ops
         .iter()
         .map(|op| match op {
@@ -146,7 +160,8 @@ pub fn encode(ops: &[Op]) -> Vec<u8> {
             Op::Remove(k) => k.len() + 8,
         })
         .sum();
-    let mut out = Vec::with_capacity(size + 20);
+    let mut out = Vec::with_capacity(lead.len() + size + 20);
+    out.extend_from_slice(lead);
     for op in ops {
         match op {
             Op::Set(k, v) => {
@@ -160,20 +175,8 @@ pub fn encode(ops: &[Op]) -> Vec<u8> {
             }
         }
     }
-    let hash = fnv1a(&out);
+    let hash = fnv1a(&out[lead.len()..]);
     out.extend_from_slice(format!(".{hash:016x}\n").as_bytes());
-    out
-}
-
-/// One change as [`encode`] makes it, after two line ends: appended
-/// under the shared lock, it may follow a change a killed process left cut
-/// short (mid-line or not), which the line ends close; readers skip that
-/// one and read this.
-pub fn encode_shared(ops: &[Op]) -> Vec<u8> {
-    let change = encode(ops);
-    let mut out = Vec::with_capacity(change.len() + 2);
-    out.extend_from_slice(b"\n\n");
-    out.extend_from_slice(&change);
     out
 }
 
