@@ -1488,9 +1488,10 @@ impl Files {
     /// keys as stored) to the journal of `path` under the file's shared
     /// lock: writers of one file do not wait for each other. Each append
     /// is one `O_APPEND` write, which the kernel keeps whole and in one
-    /// order for every reader; the change starts with two line ends, so
-    /// that one a killed writer cut short before it is skipped
-    /// ([`journal::encode_shared`]). The change
+    /// order for every reader; the change starts with a carriage return
+    /// and two line ends, so that one cut short before it (its writer
+    /// killed, or out of space) is skipped ([`journal::encode_shared`]).
+    /// The change
     /// is on disk (fsynced, unless fsync is off) before this returns the
     /// records with `prefix` as they are after it (the changes appended
     /// before it applied).

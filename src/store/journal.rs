@@ -16,7 +16,7 @@
 //! +KEY VALUE                          set, escaped as in the file
 //! -KEY                                remove
 //! .HASH                               end of one change: FNV-1a 64 of its lines
-//! (empty line)                        before a change appended under the
+//! CR, then an empty line               before a change appended under the
 //!                                     shared lock (see below)
 //! ```
 //!
@@ -33,8 +33,12 @@
 //! there and are appended under the shared lock by writers that do not
 //! wait for each other. Each append is one `O_APPEND` write: the kernel
 //! keeps concurrent ones whole and in one order. Such a change starts with
-//! two line ends, which close any change a killed writer cut short before
-//! it and then leave an empty line, so it is read after such a one.
+//! a carriage return and two line ends, which close any change a writer
+//! cut short before it (killed, or out of space) and then leave an empty
+//! line, so it is read after such a one. The carriage return spoils the
+//! end line of a change cut just before its last line end, which the line
+//! end alone would complete: a change whose writer answered NO, its write
+//! having been cut short, is never read as whole.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -142,12 +146,12 @@ pub fn encode(ops: &[Op]) -> Vec<u8> {
     encode_after(b"", ops)
 }
 
-/// One change as [`encode`] makes it, after two line ends: appended
-/// under the shared lock, it may follow a change a killed process left cut
-/// short (mid-line or not), which the line ends close; readers skip that
-/// one and read this.
+/// One change as [`encode`] makes it, after a carriage return and two line
+/// ends: appended under the shared lock, it may follow a change cut short
+/// (mid-line or not), which they close and spoil; readers skip that one
+/// and read this.
 pub fn encode_shared(ops: &[Op]) -> Vec<u8> {
-    encode_after(b"\n\n", ops)
+    encode_after(b"\r\n\n", ops)
 }
 
 /// `lead`, then the change's lines and its end line (whose hash is of the
@@ -505,10 +509,9 @@ mod tests {
         let one = vec![Op::Set(b"a\"email".to_vec(), b"x@y".to_vec())];
         let two = vec![Op::Set(b"b\"email".to_vec(), b"z@y".to_vec())];
         let cut = encode_shared(&one);
-        // (Cut before its last line end only, it is whole once the next
-        // change's line ends follow: a change written whole but not
-        // acknowledged, as when a process is killed after its write.)
-        for at in 0..cut.len() - 1 {
+        // Cut anywhere, even just before its last line end (a write the
+        // disk had no room for, answered NO), it is never read.
+        for at in 0..cut.len() {
             let mut bytes = cut[..at].to_vec();
             bytes.extend_from_slice(&encode_shared(&two));
             let mut got = Vec::new();
