@@ -261,56 +261,82 @@ fn selected(var: &str, what: &str) -> bool {
 
 /// The short measures (sessions, SET+GET, 8 writers: a second or less
 /// each) are run this many times and the median kept: one run is at the
-/// mercy of this machine's noise.
-const ROUNDS: usize = 3;
+/// mercy of this machine's noise. The rounds take turns between the
+/// servers (imspd's modes and 1.8, all running), so a slower minute
+/// falls on all of them alike.
+const ROUNDS: usize = 5;
 
-fn median(n: usize, mut f: impl FnMut() -> f64) -> f64 {
-    let mut v: Vec<f64> = (0..n).map(|_| f()).collect();
+fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[n / 2]
+    v[v.len() / 2]
 }
 
-fn measure(t: &Target, k: &Counts) -> Figures {
+/// `f` for each target, round after round: the values of each target.
+fn in_turns<T>(targets: &[Target], mut f: impl FnMut(&Target, usize) -> T) -> Vec<Vec<T>> {
+    let mut all: Vec<Vec<T>> = targets.iter().map(|_| Vec::new()).collect();
+    for round in 0..ROUNDS {
+        for (t, v) in targets.iter().zip(&mut all) {
+            v.push(f(t, round));
+        }
+    }
+    all
+}
+
+fn measure_all(targets: &[Target], k: &Counts) -> Vec<Figures> {
     let only = |m| selected("BENCH_ONLY", m);
-    preload(&t.dir, "bench5k", 5_000);
-    preload(&t.dir, "bench10k", 10_000);
-    preload(&t.dir, "bench100k", k.big);
-    let mut f = Figures::default();
+    let mut figures: Vec<Figures> = targets.iter().map(|_| Figures::default()).collect();
+    for t in targets {
+        preload(&t.dir, "bench5k", 5_000);
+        preload(&t.dir, "bench10k", 10_000);
+        preload(&t.dir, "bench100k", k.big);
+    }
     if only("sessions") {
-        eprintln!("[{}] sessions", t.name);
-        f.sessions = median(ROUNDS, || sessions_per_sec(t, k.sessions));
+        eprintln!("sessions");
+        let all = in_turns(targets, |t, _| sessions_per_sec(t, k.sessions));
+        for (f, v) in figures.iter_mut().zip(all) {
+            f.sessions = median(v);
+        }
     }
     if only("setget") {
-        eprintln!("[{}] SET+GET", t.name);
-        f.set_get = median(ROUNDS, || set_get_pairs_per_sec(t, k.pairs));
+        eprintln!("SET+GET");
+        let all = in_turns(targets, |t, _| set_get_pairs_per_sec(t, k.pairs));
+        for (f, v) in figures.iter_mut().zip(all) {
+            f.set_get = median(v);
+        }
     }
-    if only("search") {
-        eprintln!("[{}] searches", t.name);
-        f.search_5k = search_ms(t, "bench5k", 10);
-        f.search_10k = search_ms(t, "bench10k", 10);
-        f.search_100k = search_ms(t, "bench100k", 5);
-    }
-    if only("store") {
-        eprintln!("[{}] STOREADDRESS", t.name);
-        f.store_5k = stores_per_sec(t, "bench5k", k.stores);
-        f.store_10k = stores_per_sec(t, "bench10k", k.stores);
-        f.store_100k = stores_per_sec(t, "bench100k", (k.stores / 10).max(10));
+    for (t, f) in targets.iter().zip(&mut figures) {
+        if only("search") {
+            eprintln!("[{}] searches", t.name);
+            f.search_5k = search_ms(t, "bench5k", 10);
+            f.search_10k = search_ms(t, "bench10k", 10);
+            f.search_100k = search_ms(t, "bench100k", 5);
+        }
+        if only("store") {
+            eprintln!("[{}] STOREADDRESS", t.name);
+            f.store_5k = stores_per_sec(t, "bench5k", k.stores);
+            f.store_10k = stores_per_sec(t, "bench10k", k.stores);
+            f.store_100k = stores_per_sec(t, "bench100k", (k.stores / 10).max(10));
+        }
     }
     if only("writers") {
-        eprintln!("[{}] 8 writers", t.name);
+        eprintln!("8 writers");
         // A fresh book each round; the median round by rate.
-        let mut rounds: Vec<(f64, usize)> = (0..ROUNDS)
-            .map(|r| concurrent_writers(t, &writers_user(r), k.per_writer))
-            .collect();
-        rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
-        f.concurrent = rounds[ROUNDS / 2];
-        let (rate, kept) = f.concurrent;
-        f.concurrent_kept = rate * kept as f64 / (8 * k.per_writer) as f64;
+        let all = in_turns(targets, |t, round| {
+            concurrent_writers(t, &writers_user(round), k.per_writer)
+        });
+        for (f, mut rounds) in figures.iter_mut().zip(all) {
+            rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+            f.concurrent = rounds[ROUNDS / 2];
+            let (rate, kept) = f.concurrent;
+            f.concurrent_kept = rate * kept as f64 / (8 * k.per_writer) as f64;
+        }
     }
     if only("idle") {
-        f.idle_kb = idle_session_kb(t);
+        for (t, f) in targets.iter().zip(&mut figures) {
+            f.idle_kb = idle_session_kb(t);
+        }
     }
-    f
+    figures
 }
 
 /// Every user the measures log in as (password `benchpw`): one writers'
@@ -468,47 +494,54 @@ fn main() {
             journal: true,
         },
     ];
-    let mut runs: Vec<(String, Figures)> = Vec::new();
-    let modes = modes.into_iter().filter(|m| {
-        let key = format!(
-            "{}-{}",
-            if m.fsync { "on" } else { "off" },
-            if m.journal { "journal" } else { "rewrite" }
-        );
-        selected("BENCH_MODES", &key)
-    });
-    for mode in modes {
-        let server = start_imspd(mode);
-        let name = format!("imspd ({})", mode.label());
-        let f = measure(
-            &Target {
-                name: &name,
-                port: server.port,
-                listener: server.pid(),
-                dir: server.dir.clone(),
-                password: "benchpw",
-            },
-            &k,
-        );
-        runs.push((mode.label(), f));
-    }
+    let modes: Vec<Mode> = modes
+        .into_iter()
+        .filter(|m| {
+            let key = format!(
+                "{}-{}",
+                if m.fsync { "on" } else { "off" },
+                if m.journal { "journal" } else { "rewrite" }
+            );
+            selected("BENCH_MODES", &key)
+        })
+        .collect();
+    // Every server runs from the start to the end, so the measures can
+    // take turns between them.
+    let servers: Vec<Server> = modes.iter().map(|&m| start_imspd(m)).collect();
+    let names: Vec<String> = modes
+        .iter()
+        .map(|m| format!("imspd ({})", m.label()))
+        .collect();
     let cyrus = match std::env::var_os("BENCH_NO_CYRUS") {
         Some(_) => None,
         None => Cyrus::start(),
     };
-    let f_cy = cyrus.as_ref().map(|c| {
-        measure(
-            &Target {
-                name: "cyrus-imspd 1.8",
-                port: c.port,
-                listener: c.child.id(),
-                dir: PathBuf::from(CYRUS_DIR),
-                password: "benchpw",
-            },
-            &k,
-        )
-    });
+    let mut targets: Vec<Target> = servers
+        .iter()
+        .zip(&names)
+        .map(|(server, name)| Target {
+            name,
+            port: server.port,
+            listener: server.pid(),
+            dir: server.dir.clone(),
+            password: "benchpw",
+        })
+        .collect();
+    if let Some(c) = &cyrus {
+        targets.push(Target {
+            name: "cyrus-imspd 1.8",
+            port: c.port,
+            listener: c.child.id(),
+            dir: PathBuf::from(CYRUS_DIR),
+            password: "benchpw",
+        });
+    }
+    let mut figures = measure_all(&targets, &k);
+    let f_cy = cyrus.as_ref().and_then(|_| figures.pop());
+    drop(targets);
     drop(cyrus);
+    drop(servers);
+    let runs: Vec<(String, Figures)> = modes.iter().map(|m| m.label()).zip(figures).collect();
 
     let mut t = String::new();
     let mut head = String::from("| measure |");
