@@ -841,9 +841,12 @@ fn remove_if_there(path: &Path) -> Result<(), StoreError> {
 }
 
 /// A journal longer than this is folded into its file: half the file,
-/// within bounds.
+/// within bounds. Each fold has every session that reads the file read
+/// and check it again, so the least is well above a small book's size:
+/// with 32 KB, eight sessions storing 3,200 entries into one book
+/// folded it five times and stored 15% to 23% fewer entries a second.
 fn fold_threshold(main_size: u64) -> u64 {
-    (main_size / 2).clamp(32 * 1024, 8 * 1024 * 1024)
+    (main_size / 2).clamp(256 * 1024, 8 * 1024 * 1024)
 }
 
 impl Files {

@@ -6,7 +6,8 @@
 //! `user/NAME/.journal.FILE` (and fsynced, unless `imsp.db.fsync` is off)
 //! before the command's OK, and folded into the file (temp file, fsync,
 //! rename: the file stays in cyrus-imspd 1.8's format) when the session that
-//! wrote it ends, or when the journal grows past half the file. A journal
+//! wrote it ends, or when the journal grows past half the file (and past
+//! 256 KB). A journal
 //! left by a killed session is read by every reader and folded by the next
 //! writer, `imspd check --repair`, or the daemon at start.
 //!
