@@ -294,6 +294,42 @@ fn rename_keeps_entries_and_acls() {
     );
 }
 
+/// An ACL line left for a book with no file (a DELETEADDRESSBOOK killed
+/// after removing the file) gives nothing on a new book of that name; one
+/// left for an unlisted file (a RENAMEADDRESSBOOK killed after renaming
+/// it) stays with that book.
+#[test]
+fn a_new_book_does_not_take_a_stale_acl_line() {
+    let s = Server::start();
+    let mut f = s.login("fred");
+    std::fs::write(
+        s.path("abooks"),
+        "fred.gone fred\tlrswipcda\tbarney\tlr\t\nfred.moved fred\tlrswipcda\tbarney\tlr\t\n",
+    )
+    .unwrap();
+    std::fs::write(
+        s.path("user/fred/abook.fred.moved"),
+        "Boss\" \nBoss\"email b@s\n",
+    )
+    .unwrap();
+    f.ok("CREATEADDRESSBOOK fred.gone");
+    f.ok("CREATEADDRESSBOOK fred.moved");
+    assert_eq!(
+        f.ok("GETACL ADDRESSBOOK fred.gone"),
+        vec!["* ACL ADDRESSBOOK fred.gone fred lrswipcda"]
+    );
+    assert_eq!(
+        s.read("abooks"),
+        "fred.moved fred\tlrswipcda\tbarney\tlr\t\n"
+    );
+    let mut b = s.login("barney");
+    b.fails("SEARCHADDRESS fred.gone", "NO");
+    assert_eq!(
+        b.ok("SEARCHADDRESS fred.moved"),
+        vec!["* SEARCHADDRESS Boss"]
+    );
+}
+
 #[test]
 fn entry_locks_across_sessions() {
     let s = Server::start();

@@ -423,3 +423,93 @@ fn sixteen_processes_mixing_writes(writes: Writes) {
     got_books.sort();
     assert_eq!(got_books, want_books);
 }
+
+/// A session killed at random moments among pipelined RENAMEADDRESSBOOKs
+/// of a shared book: after `check --repair` there is one book, at a name
+/// no earlier than the last rename acknowledged, and it keeps its ACL
+/// (barney's rights), with no line left for another name.
+#[test]
+fn sigkill_in_the_middle_of_renames_keeps_the_books_acl() {
+    let s = server(Writes::Rewrite);
+    let mut rng = Lcg(0xac1_u64 ^ u64::from(std::process::id()));
+    let mut f = s.login("fred");
+    f.ok("CREATEADDRESSBOOK fred.b0");
+    f.ok("STOREADDRESS fred.b0 Boss email boss@slate");
+    f.ok("SETACL ADDRESSBOOK fred.b0 barney lr");
+    f.ok("LOGOUT");
+    let (rounds, per_round) = (60, 6);
+    let mut at = 0;
+    let mut partial = 0;
+    let mut delay_us: u64 = 3000;
+    for round in 0..rounds {
+        let before = children_of(s.pid());
+        let c = s.login("fred");
+        let pid = children_of(s.pid())
+            .into_iter()
+            .map(|c| c.0)
+            .find(|p| !before.iter().any(|b| b.0 == *p))
+            .expect("session process");
+        let mut batch = Vec::new();
+        for k in 0..per_round {
+            let (from, to) = (at + k, at + k + 1);
+            batch.extend(
+                format!("W{round}x{k} RENAMEADDRESSBOOK fred.b{from} fred.b{to}\r\n").bytes(),
+            );
+        }
+        let reader = c.stream.try_clone().unwrap();
+        let collector = std::thread::spawn(move || acknowledged(reader));
+        let mut stream = c.stream.try_clone().unwrap();
+        stream.write_all(&batch).unwrap();
+        std::thread::sleep(Duration::from_micros(rng.next(2 * delay_us)));
+        // SAFETY: killing the session process this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let ok = collector.join().unwrap();
+        match ok.len() {
+            0 => delay_us = (delay_us * 2).min(500_000),
+            n if n == per_round => delay_us = (delay_us / 2).max(200),
+            _ => partial += 1,
+        }
+        repair(&s.dir);
+        let acked = (0..per_round)
+            .filter(|k| ok.contains(&format!("W{round}x{k}")))
+            .max()
+            .map_or(at, |k| at + k + 1);
+        let mut f = s.login("fred");
+        let books: Vec<String> = f
+            .ok("ADDRESSBOOK fred.b*")
+            .iter()
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+            .collect();
+        assert_eq!(books.len(), 1, "round {round}: {books:?}");
+        let name = &books[0];
+        let now: usize = name.strip_prefix("fred.b").unwrap().parse().unwrap();
+        assert!(
+            (acked..=at + per_round).contains(&now),
+            "round {round}: {name}, {acked} acknowledged"
+        );
+        assert_eq!(
+            f.ok(&format!("GETACL ADDRESSBOOK {name}")),
+            vec![
+                format!("* ACL ADDRESSBOOK {name} fred lrswipcda"),
+                format!("* ACL ADDRESSBOOK {name} barney lr"),
+            ],
+            "round {round}"
+        );
+        assert_eq!(
+            s.read("abooks"),
+            format!("{name} fred\tlrswipcda\tbarney\tlr\t\n"),
+            "round {round}"
+        );
+        assert_eq!(
+            f.ok(&format!("FETCHADDRESS {name} Boss")),
+            vec![format!("* FETCHADDRESS {name} Boss email boss@slate")]
+        );
+        at = now;
+    }
+    eprintln!("{partial} of {rounds} rounds killed mid-batch");
+    assert!(
+        partial >= rounds / 4,
+        "too few kills landed mid-batch: {partial}"
+    );
+    assert_all_files_whole(&s.dir);
+}

@@ -501,6 +501,17 @@ impl Store {
                 "address book '{book}' already exists"
             )));
         }
+        // An ACL line for a book with no file was left by a delete that
+        // was killed: the new book starts with its owner's default ACL,
+        // not with rights given on the old one. (A file left unlisted, by
+        // a rename that was killed, keeps the line written for it.)
+        if !self.files.exists(&p) {
+            let acls = self.global_path("abooks");
+            self.files.update(&acls, LIST_ORDER, |recs| {
+                let stale = recs.remove(book.as_bytes()).is_some();
+                Ok::<_, StoreError>(((), stale))
+            })?;
+        }
         // Touch the (empty) entries file, as 1.8 does.
         self.files
             .update(&p, ORDER, |_| Ok::<_, StoreError>(((), true)))?;
@@ -551,6 +562,22 @@ impl Store {
                 "address book '{new}' already exists"
             )));
         }
+        // The ACL is written for the new name first and removed from the
+        // old one last: killed at any step, the book keeps its ACL under
+        // the name it ends with (`check --repair` lists a renamed file and
+        // removes the line of the name left without a book; a book made
+        // later under a name with no file drops its line, see
+        // `create_book`).
+        let p = self.global_path("abooks");
+        let shared = self.files.update(&p, LIST_ORDER, |recs| {
+            match recs.get(old.as_bytes()).map(<[u8]>::to_vec) {
+                Some(v) => {
+                    recs.insert(new.as_bytes().to_vec(), v);
+                    Ok::<_, StoreError>((true, true))
+                }
+                None => Ok((false, false)),
+            }
+        })?;
         self.files.rename(&from, &to, ORDER)?;
         let lp = self.books_list_path(&owner);
         self.files.update(&lp, LIST_ORDER, |recs| {
@@ -558,15 +585,14 @@ impl Store {
             recs.insert(new.as_bytes().to_vec(), Vec::new());
             Ok::<_, StoreError>(((), true))
         })?;
-        let p = self.global_path("abooks");
-        self.files
-            .update(&p, LIST_ORDER, |recs| match recs.remove(old.as_bytes()) {
-                Some(v) => {
-                    recs.insert(new.as_bytes().to_vec(), v);
-                    Ok::<_, StoreError>(((), true))
-                }
-                None => Ok(((), false)),
-            })
+        // (Names equal but for case are one book: refused above.)
+        if shared && !old.eq_ignore_ascii_case(new) {
+            self.files.update(&p, LIST_ORDER, |recs| {
+                let gone = recs.remove(old.as_bytes()).is_some();
+                Ok::<_, StoreError>(((), gone))
+            })?;
+        }
+        Ok(())
     }
 
     /// A book's ACL: the global `abooks` line, or the default.
