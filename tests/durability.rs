@@ -129,6 +129,18 @@ fn acknowledged(stream: TcpStream) -> BTreeSet<String> {
     }
 }
 
+/// A logged-in session of `user`, and its process.
+fn login_with_pid(s: &Server, user: &str) -> (Client, u32) {
+    let before = children_of(s.pid());
+    let c = s.login(user);
+    let pid = children_of(s.pid())
+        .into_iter()
+        .map(|c| c.0)
+        .find(|p| !before.iter().any(|b| b.0 == *p))
+        .expect("session process");
+    (c, pid)
+}
+
 #[test]
 fn sigkill_in_the_middle_of_writes_loses_nothing_acknowledged() {
     sigkill_in_the_middle_of_writes(Writes::Rewrite);
@@ -181,13 +193,7 @@ fn sigkill_in_the_middle_of_writes(writes: Writes) {
     // keep landing inside batches however fast or loaded the machine is.
     let mut delay_us: u64 = 3000;
     for round in 0..rounds {
-        let before = children_of(s.pid());
-        let mut c = s.login("fred");
-        let pid = children_of(s.pid())
-            .into_iter()
-            .map(|c| c.0)
-            .find(|p| !before.iter().any(|b| b.0 == *p))
-            .expect("session process");
+        let (mut c, pid) = login_with_pid(&s, "fred");
         // Pipeline a batch of writes of both kinds, large enough to take a
         // while, and kill the process at a random moment among them.
         let mut batch = Vec::new();
@@ -442,13 +448,7 @@ fn sigkill_in_the_middle_of_renames_keeps_the_books_acl() {
     let mut partial = 0;
     let mut delay_us: u64 = 3000;
     for round in 0..rounds {
-        let before = children_of(s.pid());
-        let c = s.login("fred");
-        let pid = children_of(s.pid())
-            .into_iter()
-            .map(|c| c.0)
-            .find(|p| !before.iter().any(|b| b.0 == *p))
-            .expect("session process");
+        let (c, pid) = login_with_pid(&s, "fred");
         let mut batch = Vec::new();
         for k in 0..per_round {
             let (from, to) = (at + k, at + k + 1);
