@@ -416,10 +416,7 @@ impl Store {
                 continue;
             }
             if repair {
-                self.files.update(&p, LIST_ORDER, |recs| {
-                    let gone = recs.remove(book.as_bytes()).is_some();
-                    Ok::<_, StoreError>(((), gone))
-                })?;
+                self.drop_acl_line(&book)?;
             }
             stale.push(book);
         }
@@ -506,11 +503,7 @@ impl Store {
         // not with rights given on the old one. (A file left unlisted, by
         // a rename that was killed, keeps the line written for it.)
         if !self.files.exists(&p) {
-            let acls = self.global_path("abooks");
-            self.files.update(&acls, LIST_ORDER, |recs| {
-                let stale = recs.remove(book.as_bytes()).is_some();
-                Ok::<_, StoreError>(((), stale))
-            })?;
+            self.drop_acl_line(&book)?;
         }
         // Touch the (empty) entries file, as 1.8 does.
         self.files
@@ -586,13 +579,20 @@ impl Store {
             Ok::<_, StoreError>(((), true))
         })?;
         // (Names equal but for case are one book: refused above.)
-        if shared && !old.eq_ignore_ascii_case(new) {
-            self.files.update(&p, LIST_ORDER, |recs| {
-                let gone = recs.remove(old.as_bytes()).is_some();
-                Ok::<_, StoreError>(((), gone))
-            })?;
+        if shared {
+            self.drop_acl_line(old)?;
         }
         Ok(())
+    }
+
+    /// Remove `book`'s line from the global `abooks` (written only if
+    /// there was one).
+    fn drop_acl_line(&mut self, book: &str) -> Result<(), StoreError> {
+        let p = self.global_path("abooks");
+        self.files.update(&p, LIST_ORDER, |recs| {
+            let gone = recs.remove(book.as_bytes()).is_some();
+            Ok::<_, StoreError>(((), gone))
+        })
     }
 
     /// A book's ACL: the global `abooks` line, or the default.
