@@ -9,7 +9,7 @@ use std::collections::HashMap as StdHashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, Read, Seek, Write};
 use std::os::unix::fs::{FileExt as _, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -617,9 +617,28 @@ struct JournalState {
     /// append is read from it with one pread (the path was just looked
     /// at, and names this same inode).
     reader: Option<File>,
+    /// Whole changes after `valid` (then equal to `seen`), read by a
+    /// store beside other writers and not yet in `overlay`: the next read
+    /// takes them in (see [`journal::Pending`]).
+    pending: Option<journal::Pending>,
 }
 
 impl JournalState {
+    /// Take in the whole changes of the journal (open as `f`) from `valid`
+    /// up to `upto`, pending ones with them.
+    fn take_in(&mut self, f: &File, upto: u64, jp: &Path) -> Result<(), StoreError> {
+        let mut tail = vec![0; upto.saturating_sub(self.valid) as usize];
+        f.read_exact_at(&mut tail, self.valid)
+            .map_err(|e| StoreError::io(jp, e))?;
+        let overlay = Arc::make_mut(&mut self.overlay);
+        let n =
+            journal::parse_changes(&tail, |ops| ops.into_iter().for_each(|op| overlay.push(op)));
+        self.seen = self.valid + tail.len() as u64;
+        self.valid += n as u64;
+        self.pending = None;
+        Ok(())
+    }
+
     /// Open the journal `jp` (this one, which exists) for appending, if
     /// not yet.
     fn open_writer(&mut self, jp: &Path) -> Result<(), StoreError> {
@@ -1079,17 +1098,11 @@ impl Files {
             && st.id == id
             && m.size > st.seen
             && st.header.is_some_and(|h| h.1 == main)
-            && let Some(r) = &st.reader
+            && let Some(r) = st.reader.take()
         {
-            let mut tail = vec![0; (m.size - st.valid) as usize];
-            r.read_exact_at(&mut tail, st.valid)
-                .map_err(|e| StoreError::io(&jp, e))?;
-            let overlay = Arc::make_mut(&mut st.overlay);
-            let n = journal::parse_changes(&tail, |ops| {
-                ops.into_iter().for_each(|op| overlay.push(op))
-            });
-            st.seen = m.size;
-            st.valid += n as u64;
+            let read = st.take_in(&r, m.size, &jp);
+            st.reader = Some(r);
+            read?;
             return Ok(JournalView::Valid {
                 overlay: st.overlay.clone(),
                 torn: st.valid < st.seen,
@@ -1114,16 +1127,7 @@ impl Files {
                 if st.id == id && m.size() >= st.seen && st.header.is_some_and(|h| h.1 == main) =>
             {
                 if m.size() > st.seen && st.header.is_some() {
-                    let mut tail = Vec::new();
-                    f.seek(SeekFrom::Start(st.valid))
-                        .and_then(|_| f.read_to_end(&mut tail))
-                        .map_err(|e| StoreError::io(&jp, e))?;
-                    let overlay = Arc::make_mut(&mut st.overlay);
-                    let n = journal::parse_changes(&tail, |ops| {
-                        ops.into_iter().for_each(|op| overlay.push(op))
-                    });
-                    st.seen = st.valid + tail.len() as u64;
-                    st.valid += n as u64;
+                    st.take_in(&f, m.size(), &jp)?;
                 }
                 st
             }
@@ -1148,6 +1152,7 @@ impl Files {
                     overlay: Arc::new(overlay),
                     writer: None,
                     reader: None,
+                    pending: None,
                 }
             }
         };
@@ -1284,6 +1289,8 @@ impl Files {
             .journals
             .remove(path.as_os_str())
             .filter(|st| st.header.is_some_and(|h| h.1 == main) && st.valid == st.seen);
+        // (Reading it took in any pending changes.)
+        debug_assert!(existing.as_ref().is_none_or(|st| st.pending.is_none()));
         let mut bytes = match existing {
             Some(_) => Vec::new(),
             None => journal::header(order, main),
@@ -1315,6 +1322,7 @@ impl Files {
                     overlay: Arc::new(Overlay::new(order)),
                     writer: Some(f),
                     reader: None,
+                    pending: None,
                 }
             }
         };
@@ -1494,14 +1502,15 @@ impl Files {
     /// order for every reader; the change starts with a carriage return
     /// and two line ends, so that one cut short before it (its writer
     /// killed, or out of space) is skipped ([`journal::encode_shared`]).
-    /// The change
-    /// is on disk (fsynced, unless fsync is off) before this returns the
-    /// records with `prefix` as they are after it (the changes appended
-    /// before it applied).
+    /// The change is on disk (fsynced, unless fsync is off) before this
+    /// returns the records with `prefix` as they are after it (the changes
+    /// appended before it applied). Others' changes read meanwhile are
+    /// checked whole but kept aside, found by their keys' prefix, until
+    /// this process reads the file ([`journal::Pending`]).
     ///
     /// `None` (nothing written) when this does not apply: the file is not
     /// journaled, has no journal for its version yet, ends in a change cut
-    /// short, or is not in order. The caller then takes the exclusive way
+    /// short, or is not in order; or `prefix` is empty. The caller then takes the exclusive way
     /// ([`Files::update_prefix`]), which starts, mends or folds journals.
     pub fn append_shared(
         &mut self,
@@ -1513,6 +1522,9 @@ impl Files {
         if !self.journaled(path) {
             return Ok(None);
         }
+        let Some(&mark) = prefix.last() else {
+            return Ok(None);
+        };
         let lock = Lock::take(path, false)?;
         self.unsee(path);
         let main = stat(path)?;
@@ -1521,7 +1533,10 @@ impl Files {
         // after this change, with it (the view before only spells keys as
         // stored; a spelling missed then shows in the view after).
         let known = self.journals.get(path.as_os_str()).is_some_and(|st| {
-            st.valid == st.seen && st.header.is_some_and(|h| h.1 == main) && st.linked().is_some()
+            st.valid == st.seen
+                && st.header.is_some_and(|h| h.1 == main)
+                && st.pending.as_ref().is_none_or(|p| p.answers(order, prefix))
+                && st.linked().is_some()
         });
         if !known {
             match self.load_journal(path, main)? {
@@ -1543,14 +1558,19 @@ impl Files {
         if st.reader.is_none() {
             st.reader = Some(File::open(&jp).map_err(|e| StoreError::io(&jp, e))?);
         }
-        // The file's lines for the prefix: the same before and after.
+        // The entry as it is: the file's lines for the prefix (the same
+        // before and after), what this process took in of the journal,
+        // then the changes read since and not taken in.
         let (lo, hi) = prefix_range(&bytes, order, prefix);
-        let part = |overlay: &Overlay| {
+        let part = |st: &JournalState| {
             let (mut part, _) = Records::parse(order, &bytes[lo..hi]);
-            overlay.apply_prefix(prefix, &mut part);
+            st.overlay.apply_prefix(prefix, &mut part);
+            if let Some(p) = &st.pending {
+                p.apply_prefix(prefix, &mut part);
+            }
             part
         };
-        let ops = change(&part(&st.overlay));
+        let ops = change(&part(st));
         if ops.is_empty() {
             return Ok(None);
         }
@@ -1565,28 +1585,34 @@ impl Files {
         }
         // With O_APPEND the offset is now the end of this change.
         let end = w.stream_position().map_err(|e| StoreError::io(&jp, e))?;
-        // What others appended before it, and it.
-        let mut tail = vec![0; (end - st.valid) as usize];
+        // What others appended before it, and it: checked whole and kept
+        // aside, not taken in (the next read of the file does that).
+        let valid = st.valid;
+        let pending = st
+            .pending
+            .get_or_insert_with(|| journal::Pending::new(order, mark, valid));
+        let mut tail = vec![0; (end - pending.upto) as usize];
         let r = st.reader.as_ref().expect("opened above");
-        r.read_exact_at(&mut tail, st.valid)
+        r.read_exact_at(&mut tail, pending.upto)
             .map_err(|e| StoreError::io(&jp, e))?;
-        let overlay = Arc::make_mut(&mut st.overlay);
-        let read =
-            journal::parse_changes(&tail, |ops| ops.into_iter().for_each(|op| overlay.push(op)));
-        st.valid += read as u64;
-        st.seen = end;
-        if n != change.len() || st.valid != end {
-            // Not whole: not acknowledged. The exclusive way mends it.
+        let read = pending.take(&tail);
+        if n != change.len() || pending.upto != end {
+            // Not whole: not acknowledged. All is taken in, so that the
+            // cut is seen, and the exclusive way mends it.
+            let r = st.reader.take().expect("opened above");
+            let taken = st.take_in(&r, end, &jp);
+            st.reader = Some(r);
+            taken?;
             return Err(StoreError::Invalid(format!(
-                "{}: a change was not written whole",
-                jp.display()
+                "{}: a change was not written whole ({read} of {} bytes read)",
+                jp.display(),
+                tail.len()
             )));
         }
-        let overlay = st.overlay.clone();
+        let part = part(st);
         self.appended.insert(path.as_os_str().to_owned(), order);
         self.cache.remove(path.as_os_str());
         self.raw.remove(path.as_os_str());
-        let part = part(&overlay);
         if end > fold_threshold(main.map_or(0, |s| s.size)) {
             drop(lock);
             let _lock = Lock::take(path, true)?;
@@ -2051,7 +2077,7 @@ mod tests {
             let v = next(3) as usize;
             let key = format!("e{}\"f{}", next(20), next(3));
             let value = format!("v{step}{}", "x".repeat(next(3000) as usize));
-            match next(6) {
+            match next(8) {
                 0 | 1 => {
                     let (k, val) = (key.clone(), value.clone());
                     views[v]
@@ -2085,7 +2111,43 @@ mod tests {
                     model.insert(key, value);
                 }
                 4 => views[v].fold_appended(),
+                5 | 6 => {
+                    // Beside the others, under the shared lock: one field
+                    // set, another removed; the entry is answered as it is.
+                    let prefix = key.split('"').next().unwrap().to_string() + "\"";
+                    let gone = format!("{prefix}f{}", next(3));
+                    let ops = match gone == key {
+                        true => vec![Op::Set(
+                            key.clone().into_bytes(),
+                            value.clone().into_bytes(),
+                        )],
+                        false => vec![
+                            Op::Set(key.clone().into_bytes(), value.clone().into_bytes()),
+                            Op::Remove(gone.clone().into_bytes()),
+                        ],
+                    };
+                    let part = views[v]
+                        .append_shared(&p, order, prefix.as_bytes(), |_| ops)
+                        .unwrap();
+                    if let Some(part) = &part {
+                        if gone != key {
+                            model.remove(&gone);
+                        }
+                        model.insert(key, value);
+                        let got: Vec<(&[u8], &[u8])> = part.iter().collect();
+                        let want: Vec<(&[u8], &[u8])> = model
+                            .iter()
+                            .filter(|(k, _)| k.starts_with(&prefix))
+                            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+                            .collect();
+                        assert_eq!(got, want, "step {step}");
+                    }
+                }
                 _ => {}
+            }
+            if next(4) > 0 {
+                // Reads now and then: changes pend between them.
+                continue;
             }
             let got: Vec<(String, String)> = views[next(3) as usize]
                 .read(&p, order)

@@ -191,32 +191,59 @@ fn parse_op(line: &[u8]) -> Option<Op> {
             let (k, v) = codec::parse_line(rest)?;
             Some(Op::Set(k, v))
         }
-        (b'-', rest) if !rest.is_empty() && !rest.contains(&b' ') => {
-            Some(Op::Remove(codec::unescape(rest)))
-        }
+        (b'-', rest) if is_remove(rest) => Some(Op::Remove(codec::unescape(rest))),
         _ => None,
     }
 }
 
+fn is_remove(rest: &[u8]) -> bool {
+    !rest.is_empty() && !rest.contains(&b' ')
+}
+
+/// Whether a journal line (without its line end) is one change of one
+/// record, as [`parse_op`] reads it, looked at without copying: its
+/// (escaped) key.
+fn op_key(line: &[u8]) -> Option<&[u8]> {
+    match line.split_first()? {
+        (b'+', rest) => match memchr::memchr(b' ', rest) {
+            Some(sp) if sp > 0 => Some(&rest[..sp]),
+            _ => None,
+        },
+        (b'-', rest) if is_remove(rest) => Some(rest),
+        _ => None,
+    }
+}
+
+/// The lines of a change as [`scan_changes`] gives it (each line ended).
+fn lines_of(change: &[u8]) -> impl Iterator<Item = &[u8]> {
+    change
+        .strip_suffix(b"\n")
+        .unwrap_or(change)
+        .split(|&b| b == b'\n')
+        .filter(|_| !change.is_empty())
+}
+
 /// The complete changes in `bytes` (journal lines after the header), in
-/// order, each whole; returns how many bytes they take (up to the end of
-/// the last whole change). A change that is cut short or damaged is
-/// skipped when an empty line follows it (changes appended under the
-/// shared lock start with one: see [`encode_shared`]); else parsing stops
-/// there.
-pub fn parse_changes(bytes: &[u8], mut each: impl FnMut(Vec<Op>)) -> usize {
+/// order, each whole: `each` is given each one's lines (its end line
+/// left out). Returns how many bytes they take (up to the end of the last
+/// whole change). A change that is cut short or damaged is skipped when
+/// an empty line follows it (changes appended under the shared lock start
+/// with one: see [`encode_shared`]); else reading stops there.
+pub fn scan_changes(bytes: &[u8], mut each: impl FnMut(&[u8])) -> usize {
     let mut done = 0;
     // Where the change being read starts; `None` while skipping a
     // damaged one, up to the next empty line.
     let mut start = Some(0);
     let mut at = 0;
-    let mut ops = Vec::new();
+    // Whether the change being read has a line yet.
+    let mut any = false;
     while let Some(i) = memchr::memchr(b'\n', &bytes[at..]) {
+        let line_at = at;
         let line = &bytes[at..at + i];
         let next = at + i + 1;
         at = next;
         if line.is_empty() {
-            ops.clear();
+            any = false;
             start = Some(next);
             continue;
         }
@@ -226,21 +253,207 @@ pub fn parse_changes(bytes: &[u8], mut each: impl FnMut(Vec<Op>)) -> usize {
                 && std::str::from_utf8(hash)
                     .ok()
                     .and_then(|h| u64::from_str_radix(h, 16).ok())
-                    .is_some_and(|h| h == fnv1a(&bytes[from..next - line.len() - 1]));
-            if ok && !ops.is_empty() {
-                each(std::mem::take(&mut ops));
+                    .is_some_and(|h| h == fnv1a(&bytes[from..line_at]));
+            if ok && any {
+                each(&bytes[from..line_at]);
                 done = next;
                 start = Some(next);
+                any = false;
                 continue;
             }
-        } else if let Some(op) = parse_op(line) {
-            ops.push(op);
+        } else if op_key(line).is_some() {
+            any = true;
             continue;
         }
-        ops.clear();
+        any = false;
         start = None;
     }
     done
+}
+
+/// [`scan_changes`], each change's lines parsed.
+pub fn parse_changes(bytes: &[u8], mut each: impl FnMut(Vec<Op>)) -> usize {
+    scan_changes(bytes, |change| {
+        each(lines_of(change).filter_map(parse_op).collect());
+    })
+}
+
+/// Whole changes read from a journal and not yet taken into an overlay:
+/// a session that stores beside other writers need not take in theirs
+/// until it reads the file (and most never do: the one that folds the
+/// journal takes them all in then). They are kept as their lines, found
+/// by the groups of their keys: a key's group is the key up to its first
+/// `mark` byte, with it. The changes of the keys that start with a prefix
+/// that ends in `mark`, and holds no other, are all in that prefix's
+/// group.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    order: Order,
+    mark: u8,
+    /// The journal's offset where the first of these changes starts, and
+    /// where the last ends.
+    pub from: u64,
+    pub upto: u64,
+    lines: Vec<u8>,
+    /// By the hash of a group: the last change with a key in it (an
+    /// index into `links`).
+    heads: super::file::HashMap<u64, u32>,
+    /// A change in a group: where its lines start and end in `lines`, and
+    /// the change before it in the group (`u32::MAX`: none).
+    links: Vec<(usize, usize, u32)>,
+}
+
+/// The hash of a key's group, fed its bytes unescaped (and folded to
+/// lower case for `CaseInsensitive`), a key in the journal and a prefix
+/// asked about alike.
+struct GroupHash {
+    order: Order,
+    buf: [u8; 64],
+    len: usize,
+    h: super::file::PathHasher,
+}
+
+impl GroupHash {
+    fn new(order: Order) -> GroupHash {
+        GroupHash {
+            order,
+            buf: [0; 64],
+            len: 0,
+            h: Default::default(),
+        }
+    }
+
+    fn push(&mut self, b: u8) {
+        use std::hash::Hasher;
+        if self.len == self.buf.len() {
+            self.h.write(&self.buf);
+            self.len = 0;
+        }
+        self.buf[self.len] = match self.order {
+            Order::Bytes => b,
+            Order::CaseInsensitive => b.to_ascii_lowercase(),
+        };
+        self.len += 1;
+    }
+
+    fn finish(mut self) -> u64 {
+        use std::hash::Hasher;
+        self.h.write(&self.buf[..self.len]);
+        self.h.finish()
+    }
+
+    /// Of the raw bytes `group`.
+    fn of(order: Order, group: &[u8]) -> u64 {
+        let mut g = GroupHash::new(order);
+        group.iter().for_each(|&b| g.push(b));
+        g.finish()
+    }
+
+    /// Of the group of the escaped key `key` (unescaped as
+    /// [`codec::unescape`] does); `None` when the key has no `mark`.
+    fn of_escaped(order: Order, key: &[u8], mark: u8) -> Option<u64> {
+        let mut g = GroupHash::new(order);
+        let mut bytes = key.iter();
+        while let Some(&b) = bytes.next() {
+            let b = match b {
+                b'\\' => match bytes.next() {
+                    Some(b'n') => b'\n',
+                    Some(b's') => b' ',
+                    Some(&other) => other,
+                    None => b'\\',
+                },
+                b => b,
+            };
+            g.push(b);
+            if b == mark {
+                return Some(g.finish());
+            }
+        }
+        None
+    }
+}
+
+impl Pending {
+    /// None yet, at the journal offset `at`, for prefixes ending in `mark`.
+    pub fn new(order: Order, mark: u8, at: u64) -> Pending {
+        Pending {
+            order,
+            mark,
+            from: at,
+            upto: at,
+            lines: Vec::new(),
+            heads: Default::default(),
+            links: Vec::new(),
+        }
+    }
+
+    /// Whether [`Pending::apply_prefix`] finds every change of the keys
+    /// that start with `prefix`.
+    pub fn answers(&self, order: Order, prefix: &[u8]) -> bool {
+        order == self.order
+            && prefix
+                .split_last()
+                .is_some_and(|(&last, rest)| last == self.mark && !rest.contains(&self.mark))
+    }
+
+    /// Take the whole changes at the start of `bytes`, the journal from
+    /// `upto` on; returns how many bytes they take.
+    pub fn take(&mut self, bytes: &[u8]) -> usize {
+        let mut groups: Vec<u64> = Vec::new();
+        let (order, mark) = (self.order, self.mark);
+        let n = scan_changes(bytes, |change| {
+            // Each group the change has a key in, once.
+            groups.clear();
+            for line in lines_of(change) {
+                let key = op_key(line).expect("checked by the scan");
+                if let Some(hash) = GroupHash::of_escaped(order, key, mark)
+                    && !groups.contains(&hash)
+                {
+                    groups.push(hash);
+                }
+            }
+            if groups.is_empty() {
+                return;
+            }
+            let (start, end) = (self.lines.len(), self.lines.len() + change.len());
+            self.lines.extend_from_slice(change);
+            for &hash in &groups {
+                let link =
+                    u32::try_from(self.links.len()).expect("fewer changes than a journal's bytes");
+                let before = self.heads.insert(hash, link).unwrap_or(u32::MAX);
+                self.links.push((start, end, before));
+            }
+        });
+        self.upto += n as u64;
+        n
+    }
+
+    /// Apply the changes of the keys that start with `prefix`, in the
+    /// order they were made (see [`Pending::answers`]).
+    pub fn apply_prefix(&self, prefix: &[u8], recs: &mut Records) {
+        debug_assert!(self.answers(self.order, prefix));
+        let mut changes = Vec::new();
+        let mut at = self.heads.get(&GroupHash::of(self.order, prefix)).copied();
+        while let Some(i) = at.filter(|&i| i != u32::MAX) {
+            let (start, end, before) = self.links[i as usize];
+            changes.push(&self.lines[start..end]);
+            at = Some(before);
+        }
+        let of_prefix = |k: &[u8]| {
+            k.len() >= prefix.len() && self.order.cmp(&k[..prefix.len()], prefix) == Ordering::Equal
+        };
+        for change in changes.into_iter().rev() {
+            for line in lines_of(change) {
+                match parse_op(line) {
+                    Some(Op::Set(k, v)) if of_prefix(&k) => recs.set(&k, &v),
+                    Some(Op::Remove(k)) if of_prefix(&k) => {
+                        recs.remove(&k);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
 }
 
 /// What the changes of a journal did to one key.
@@ -291,22 +504,23 @@ impl Overlay {
     pub fn push(&mut self, op: Op) {
         match op {
             Op::Set(k, v) => {
-                let f = self.fold_key(&k);
-                match self.map.get_mut(&f) {
-                    Some(l) => {
+                use std::collections::btree_map::Entry;
+                // One search of the map, whether the key is there or not.
+                match self.map.entry(self.fold_key(&k)) {
+                    Entry::Occupied(mut e) => {
+                        let l = e.get_mut();
                         // Replacing keeps the case the record has.
                         if l.value.is_none() {
                             l.key = k;
                         }
                         l.value = Some(v);
                     }
-                    None => {
-                        let l = Latest {
+                    Entry::Vacant(e) => {
+                        e.insert(Latest {
                             removed: false,
                             key: k,
                             value: Some(v),
-                        };
-                        self.map.insert(f, l);
+                        });
                     }
                 }
             }
@@ -621,6 +835,75 @@ mod tests {
         let mut part = recs(order, &[("bar", "2")]);
         overlay.apply_prefix(b"BA", &mut part);
         assert_eq!(pairs(&part), vec![("Bar".into(), "21".into())]);
+    }
+
+    /// Changes kept aside give, for any entry's prefix, what applying
+    /// every change in turn gives; whatever the case of the keys, however
+    /// the journal is read in pieces, with keys of no entry among them.
+    #[test]
+    fn pending_changes_of_a_prefix_equal_applying_each_change() {
+        let order = Order::CaseInsensitive;
+        let mut seed: u64 = 5;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let mut serial = recs(order, &[("e1\"f0", "base"), ("E2\"", "")]);
+        let base = serial.clone();
+        let mut journal = Vec::new();
+        for i in 0..400 {
+            let e = next(12);
+            let name = match next(2) {
+                0 => format!("e{e}"),
+                _ => format!("E{e}"),
+            };
+            let key = match next(5) {
+                // No entry's key: never asked for by prefix.
+                0 => format!("{name}.plain"),
+                1 => format!("{name}\"f{}\"x", next(3)),
+                _ => format!("{name}\"f{}", next(3)),
+            };
+            let op = match next(4) {
+                0 => Op::Remove(key.into_bytes()),
+                _ => Op::Set(key.into_bytes(), format!("v{i} \\ x").into_bytes()),
+            };
+            match &op {
+                Op::Set(k, v) => serial.set(k, v),
+                Op::Remove(k) => {
+                    serial.remove(k);
+                }
+            }
+            journal.extend_from_slice(&encode_shared(&[op]));
+        }
+        let mut pending = Pending::new(order, b'"', 100);
+        // Read in two pieces, the first ending inside a change: only whole
+        // changes are taken.
+        let cut = journal.len() / 2;
+        let first = pending.take(&journal[..cut]);
+        assert!(first < cut && first > 0);
+        assert_eq!(pending.take(&journal[first..]), journal.len() - first);
+        assert_eq!(
+            (pending.from, pending.upto),
+            (100, 100 + journal.len() as u64)
+        );
+        for e in 0..12 {
+            for prefix in [format!("e{e}\""), format!("E{e}\"")] {
+                assert!(pending.answers(order, prefix.as_bytes()));
+                let mut part = Records::new(order);
+                for (k, v) in base.with_prefix(prefix.as_bytes()) {
+                    part.set(k, v);
+                }
+                pending.apply_prefix(prefix.as_bytes(), &mut part);
+                let want: Vec<_> = serial.with_prefix(prefix.as_bytes()).collect();
+                assert_eq!(part.iter().collect::<Vec<_>>(), want, "{prefix}");
+            }
+        }
+        // Prefixes it cannot answer for: the caller takes all in first.
+        assert!(!pending.answers(order, b"e1"));
+        assert!(!pending.answers(order, b"e1\"f0\""));
+        assert!(!pending.answers(Order::Bytes, b"e1\""));
     }
 
     #[test]
