@@ -281,6 +281,56 @@ fn forked_writers(shared: bool) {
     assert_eq!(emails, (writers * per) as usize);
 }
 
+/// The session that made a journal's last change folds it as it ends. One
+/// whose change another session's followed leaves the journal to that
+/// one (a fold would stop the writers still at work), and every session
+/// reads what it holds meanwhile. Both with a quota (stores take the
+/// book's lock exclusive) and without (they append beside each other).
+#[test]
+fn the_session_with_the_journals_last_change_folds_it() {
+    for quota in ["1000", "0"] {
+        let options = with_journal(true).replace(
+            "imsp.user.quota R 1000",
+            &format!("imsp.user.quota R {quota}"),
+        );
+        assert!(options.contains(&format!("imsp.user.quota R {quota}")));
+        let s = Server::builder().options(&options).start();
+        let journal = s.path("user/fred/.journal.abook.fred");
+        let book = s.path("user/fred/abook.fred");
+        let mut a = s.login("fred");
+        let mut b = s.login("fred");
+        a.ok("STOREADDRESS fred \"A1\" email a1@x");
+        b.ok("STOREADDRESS fred \"B1\" email b1@x");
+        a.ok("LOGOUT");
+        assert!(journal.exists(), "quota {quota}: B's change came last");
+        let mut c = s.login("fred");
+        assert_eq!(c.ok("SEARCHADDRESS fred").len(), 2, "quota {quota}");
+        // A session that wrote nothing folds nothing.
+        c.ok("LOGOUT");
+        assert!(journal.exists(), "quota {quota}");
+        b.ok("LOGOUT");
+        assert!(!journal.exists(), "quota {quota}");
+        let text = String::from_utf8(std::fs::read(&book).unwrap()).unwrap();
+        assert!(text.contains("A1\"email a1@x\n") && text.contains("B1\"email b1@x\n"));
+        // The last writer ends first: folded, though another is still in.
+        let mut a = s.login("fred");
+        let mut b = s.login("fred");
+        a.ok("STOREADDRESS fred \"A2\" email a2@x");
+        b.ok("STOREADDRESS fred \"B2\" email b2@x");
+        b.ok("LOGOUT");
+        assert!(!journal.exists(), "quota {quota}");
+        let text = String::from_utf8(std::fs::read(&book).unwrap()).unwrap();
+        assert!(text.contains("A2\"email a2@x\n") && text.contains("B2\"email b2@x\n"));
+        a.ok("LOGOUT");
+        assert!(!journal.exists(), "quota {quota}");
+        assert_eq!(
+            std::fs::read_to_string(&book).unwrap(),
+            text,
+            "quota {quota}"
+        );
+    }
+}
+
 /// Two sessions that make one new entry at once in two cases (each
 /// appending before seeing the other's change) leave its lines spelled two
 /// ways; the next store of it spells every line as the entry's first.

@@ -645,6 +645,9 @@ struct JournalState {
     /// store beside other writers and not yet in `overlay`: the next read
     /// takes them in (see [`journal::Pending`]).
     pending: Option<journal::Pending>,
+    /// Where this process's last change to it ends: the session whose
+    /// change is the journal's last folds it as it ends.
+    own_end: Option<u64>,
 }
 
 impl JournalState {
@@ -1177,6 +1180,7 @@ impl Files {
                     writer: None,
                     reader: None,
                     pending: None,
+                    own_end: None,
                 }
             }
         };
@@ -1347,6 +1351,7 @@ impl Files {
                     writer: Some(f),
                     reader: None,
                     pending: None,
+                    own_end: None,
                 }
             }
         };
@@ -1363,6 +1368,7 @@ impl Files {
         ops.into_iter().for_each(|op| overlay.push(op));
         st.seen += bytes.len() as u64;
         st.valid = st.seen;
+        st.own_end = Some(st.seen);
         let (id, size) = (st.id, st.seen);
         self.journals.insert(path.as_os_str().to_owned(), st);
         self.appended.insert(path.as_os_str().to_owned(), order);
@@ -1378,9 +1384,24 @@ impl Files {
     }
 
     /// Fold the journals this process appended to into their files: at
-    /// the end of a session, so that the files it leaves are 1.8's.
+    /// the end of a session, so that the files it leaves are 1.8's. A
+    /// journal another process appended to after this one's last change is
+    /// left to that one (the session that made a journal's last change
+    /// folds it as it ends): a fold takes the file's lock exclusive, and
+    /// would stop the writers still at work to fold what they will add
+    /// to. One already folded since (unlinked) holds nothing of this
+    /// process's.
     pub fn fold_appended(&mut self) {
         for (path, order) in std::mem::take(&mut self.appended) {
+            if let Some(st) = self.journals.get(&path)
+                && let Some(end) = st.own_end
+            {
+                match st.linked() {
+                    None => continue,
+                    Some(m) if m.size() > end => continue,
+                    Some(_) => {}
+                }
+            }
             let path = PathBuf::from(path);
             let done = Lock::take(&path, true).and_then(|_lock| self.settle(&path, order, false));
             if let Err(e) = done {
@@ -1634,6 +1655,7 @@ impl Files {
             )));
         }
         let part = part(st);
+        st.own_end = Some(end);
         self.appended.insert(path.as_os_str().to_owned(), order);
         self.cache.remove(path.as_os_str());
         self.raw.remove(path.as_os_str());

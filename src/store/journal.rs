@@ -6,10 +6,10 @@
 //! `user/NAME/.journal.FILE` (and fsynced, unless `imsp.db.fsync` is off)
 //! before the command's OK, and folded into the file (temp file, fsync,
 //! rename: the file stays in cyrus-imspd 1.8's format) when the session that
-//! wrote it ends, or when the journal grows past half the file (and past
-//! 256 KB). A journal
-//! left by a killed session is read by every reader and folded by the next
-//! writer, `imspd check --repair`, or the daemon at start.
+//! made its last change ends, or when the journal grows past half the file
+//! (and past 256 KB). A journal left by a killed session is read by every
+//! reader and folded by the next writer, `imspd check --repair`, or the
+//! daemon at start.
 //!
 //! ```text
 //! imspd-journal 1 ORDER BASE          header: the order of keys (i or b),
