@@ -181,7 +181,15 @@ fn encode_after(lead: &[u8], ops: &[Op]) -> Vec<u8> {
         }
     }
     let hash = fnv1a(&out[lead.len()..]);
-    out.extend_from_slice(format!(".{hash:016x}\n").as_bytes());
+    // As `format!(".{hash:016x}\n")`, without the formatting machinery
+    // (this is at every change).
+    out.push(b'.');
+    out.extend(
+        (0..16)
+            .rev()
+            .map(|i| b"0123456789abcdef"[(hash >> (i * 4)) as usize & 15]),
+    );
+    out.push(b'\n');
     out
 }
 
@@ -249,11 +257,7 @@ pub fn scan_changes(bytes: &[u8], mut each: impl FnMut(&[u8])) -> usize {
         }
         let Some(from) = start else { continue };
         if let Some(hash) = line.strip_prefix(b".") {
-            let ok = hash.len() == 16
-                && std::str::from_utf8(hash)
-                    .ok()
-                    .and_then(|h| u64::from_str_radix(h, 16).ok())
-                    .is_some_and(|h| h == fnv1a(&bytes[from..line_at]));
+            let ok = parse_hash(hash).is_some_and(|h| h == fnv1a(&bytes[from..line_at]));
             if ok && any {
                 each(&bytes[from..line_at]);
                 done = next;
@@ -269,6 +273,17 @@ pub fn scan_changes(bytes: &[u8], mut each: impl FnMut(&[u8])) -> usize {
         start = None;
     }
     done
+}
+
+/// The hash of an end line: 16 hex digits (either case).
+fn parse_hash(hex: &[u8]) -> Option<u64> {
+    if hex.len() != 16 {
+        return None;
+    }
+    hex.iter().try_fold(0u64, |h, &c| {
+        let d = (c as char).to_digit(16)?;
+        Some(h << 4 | u64::from(d))
+    })
 }
 
 /// [`scan_changes`], each change's lines parsed.
