@@ -48,11 +48,26 @@ impl Handler<'_> {
     /// The rights of the session's user on `book`; `None` when the book
     /// does not exist.
     pub(super) fn book_rights(&mut self, book: &str) -> Result<Option<(String, Rights)>, Done> {
+        Ok(self.book_access(book)?.map(|(b, r, _)| (b, r)))
+    }
+
+    /// [`Handler::book_rights`], with the rights `anyone` has on the book
+    /// when they make it LDAP-backed (USER1, `1`): one read of its ACL for
+    /// both.
+    fn book_access(
+        &mut self,
+        book: &str,
+    ) -> Result<Option<(String, Rights, Option<Rights>)>, Done> {
         let Some(book) = self.store.resolve_book(book)? else {
             return Ok(None);
         };
-        let rights = self.rights_on(&book)?;
-        Ok(Some((book, rights)))
+        let acl = self.store.book_acl(&book)?;
+        let ldap = Some(acl.everybody_rights()).filter(|r| r.has('1'));
+        let rights = match self.is_admin() {
+            true => Rights::all(),
+            false => acl.rights_of(owner_of(&book), self.user.as_deref().expect("logged in")),
+        };
+        Ok(Some((book, rights, ldap)))
     }
 
     /// The rights on `book` by its ACL (whether or not it exists yet).
@@ -67,14 +82,26 @@ impl Handler<'_> {
     /// Check `raw` names an existing book on which the user has `right`;
     /// returns the book's stored name.
     pub(super) fn need_book(&mut self, raw: &[u8], right: char) -> Result<String, Done> {
-        let shown = String::from_utf8_lossy(raw).into_owned();
-        let missing = || Done::no(format!("ADDRESSBOOK '{shown}' does not exist"));
+        Ok(self.need_book_access(raw, right)?.0)
+    }
+
+    /// [`Handler::need_book`], with the rights `anyone` has when the book
+    /// is LDAP-backed (see [`Handler::book_access`]).
+    fn need_book_access(
+        &mut self,
+        raw: &[u8],
+        right: char,
+    ) -> Result<(String, Option<Rights>), Done> {
+        let missing = || {
+            let shown = String::from_utf8_lossy(raw);
+            Done::no(format!("ADDRESSBOOK '{shown}' does not exist"))
+        };
         let Ok(book) = names::check_book(raw) else {
             return Err(missing());
         };
-        match self.book_rights(&book)? {
-            Some((book, r)) if r.has(right) => Ok(book),
-            Some((book, r)) if !r.is_empty() => Err(Done::no(format!(
+        match self.book_access(&book)? {
+            Some((book, r, ldap)) if r.has(right) => Ok((book, ldap)),
+            Some((book, r, _)) if !r.is_empty() => Err(Done::no(format!(
                 "Permission denied: User '{}' has no {} right on address book '{book}'",
                 self.user.as_deref().unwrap_or(""),
                 right_name(right)
@@ -351,16 +378,10 @@ impl Handler<'_> {
 /// LDAP-backed books (see [`crate::ldap`]): chosen by the book's ACL,
 /// searched and fetched in the directory, never written.
 impl Handler<'_> {
-    /// The rights `anyone` has on `book` when they make it LDAP-backed.
-    fn ldap_rights(&mut self, book: &str) -> Result<Option<Rights>, Done> {
-        let r = self.store.book_acl(book)?.everybody_rights();
-        Ok(r.has('1').then_some(r))
-    }
-
     /// A book the user may read (`r`), and where its entries live.
     fn readable_book(&mut self, raw: &[u8]) -> Result<Readable, Done> {
-        let book = self.need_book(raw, 'r')?;
-        Ok(match self.ldap_rights(&book)? {
+        let (book, ldap) = self.need_book_access(raw, 'r')?;
+        Ok(match ldap {
             Some(r) => Readable::Ldap(book, r),
             None => Readable::File(book),
         })
@@ -370,32 +391,25 @@ impl Handler<'_> {
     /// some right on an LDAP-backed book (where nobody keeps `w`) is told
     /// it is read-only.
     pub(super) fn writable_book(&mut self, raw: &[u8]) -> Result<String, Done> {
-        let book = match self.need_book(raw, 'w') {
-            Ok(b) => b,
+        let read_only = |book: &str| {
+            Done::no(format!(
+                "Address book '{book}' is read-only: its entries come from an LDAP directory"
+            ))
+        };
+        match self.need_book_access(raw, 'w') {
+            Ok((book, None)) => Ok(book),
+            Ok((book, Some(_))) => Err(read_only(&book)),
             Err(d) => {
                 let seen = names::check_book(raw)
                     .ok()
-                    .map(|b| self.book_rights(&b))
+                    .map(|b| self.book_access(&b))
                     .transpose()?
                     .flatten();
-                if let Some((book, r)) = seen
-                    && !r.is_empty()
-                {
-                    self.refuse_ldap_writes(&book)?;
+                match seen {
+                    Some((book, r, Some(_))) if !r.is_empty() => Err(read_only(&book)),
+                    _ => Err(d),
                 }
-                return Err(d);
             }
-        };
-        self.refuse_ldap_writes(&book)?;
-        Ok(book)
-    }
-
-    fn refuse_ldap_writes(&mut self, book: &str) -> Result<(), Done> {
-        match self.ldap_rights(book)? {
-            Some(_) => Err(Done::no(format!(
-                "Address book '{book}' is read-only: its entries come from an LDAP directory"
-            ))),
-            None => Ok(()),
         }
     }
 
