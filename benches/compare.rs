@@ -295,7 +295,7 @@ fn selected(var: &str, what: &str) -> bool {
 /// mercy of this machine's noise. The rounds take turns between the
 /// servers (imspd's modes and 1.8, all running), so a slower minute
 /// falls on all of them alike.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 9;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -356,8 +356,11 @@ fn measure_all(targets: &[Target], k: &Counts) -> Vec<Figures> {
             concurrent_writers(t, &writers_user(round), k.per_writer)
         });
         for (f, mut rounds) in figures.iter_mut().zip(all) {
+            // The CPU time a store: its own median, not the median
+            // round's by rate.
+            let cpu = median(rounds.iter().map(|r| r.2).collect());
             rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
-            f.concurrent = rounds[ROUNDS / 2];
+            f.concurrent = (rounds[ROUNDS / 2].0, rounds[ROUNDS / 2].1, cpu);
             let (rate, kept, _) = f.concurrent;
             f.concurrent_kept = rate * kept as f64 / (8 * k.per_writer) as f64;
         }
