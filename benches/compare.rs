@@ -113,16 +113,42 @@ fn sessions_per_sec(t: &Target, n: usize) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-fn set_get_pairs_per_sec(t: &Target, n: usize) -> f64 {
-    let mut c = login(t, "bench");
+/// SET+GET pairs per second on one connection, and the session's CPU
+/// time a pair in microseconds.
+fn set_get_pairs_per_sec(t: &Target, n: usize) -> (f64, f64) {
+    let (mut c, pid) = login_with_pid(t, "bench");
     let start = Instant::now();
+    let cpu = cpu_ns(pid);
     for i in 0..n {
         c.ok(&format!("SET bench.key v{i}"));
         // 1.8 dies on GET of an exact existing name: use a pattern.
         let got = c.ok("GET bench.key*");
         assert_eq!(got.len(), 1, "{got:?}");
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    let cpu = cpu_ns(pid).saturating_sub(cpu);
+    (
+        n as f64 / start.elapsed().as_secs_f64(),
+        cpu as f64 / 1000.0 / n as f64,
+    )
+}
+
+/// A logged-in session, and its process.
+fn login_with_pid(t: &Target, user: &str) -> (Client, u32) {
+    let before = children_of(t.listener);
+    let c = login(t, user);
+    let pid = (0..100)
+        .find_map(|_| {
+            let new = children_of(t.listener)
+                .into_iter()
+                .map(|c| c.0)
+                .find(|p| !before.iter().any(|b| b.0 == *p));
+            if new.is_none() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            new
+        })
+        .expect("session process");
+    (c, pid)
 }
 
 fn stores_per_sec(t: &Target, user: &str, n: usize) -> f64 {
@@ -184,24 +210,7 @@ fn concurrent_writers(t: &Target, user: &str, per: usize) -> (f64, usize, f64) {
     c.ok(&format!("DELETEADDRESS {owner} \"Warm up\""));
     c.ok("LOGOUT");
     // Logged in one at a time, each finds its session's process.
-    let mut sessions = Vec::new();
-    for _ in 0..8 {
-        let before = children_of(t.listener);
-        let c = login(t, user);
-        let pid = (0..100)
-            .find_map(|_| {
-                let new = children_of(t.listener)
-                    .into_iter()
-                    .map(|c| c.0)
-                    .find(|p| !before.iter().any(|b| b.0 == *p));
-                if new.is_none() {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                new
-            })
-            .expect("session process");
-        sessions.push((c, pid));
-    }
+    let sessions: Vec<_> = (0..8).map(|_| login_with_pid(t, user)).collect();
     let ready = std::sync::Arc::new(std::sync::Barrier::new(9));
     let ws: Vec<_> = sessions
         .into_iter()
@@ -263,7 +272,8 @@ fn idle_session_kb(t: &Target) -> u64 {
 #[derive(Default, Clone)]
 struct Figures {
     sessions: f64,
-    set_get: f64,
+    /// Pairs per second, and the session's CPU time a pair (us).
+    set_get: (f64, f64),
     store_5k: f64,
     search_5k: (f64, f64),
     store_10k: f64,
@@ -332,7 +342,10 @@ fn measure_all(targets: &[Target], k: &Counts) -> Vec<Figures> {
         eprintln!("SET+GET");
         let all = in_turns(targets, |t, _| set_get_pairs_per_sec(t, k.pairs));
         for (f, v) in figures.iter_mut().zip(all) {
-            f.set_get = median(v);
+            f.set_get = (
+                median(v.iter().map(|x| x.0).collect()),
+                median(v.iter().map(|x| x.1).collect()),
+            );
         }
     }
     for (t, f) in targets.iter().zip(&mut figures) {
@@ -617,7 +630,13 @@ fn main() {
         true,
         "/s",
     );
-    row("SET+GET pairs/s, one connection", |f| f.set_get, true, "/s");
+    row(
+        "SET+GET pairs/s, one connection",
+        |f| f.set_get.0,
+        true,
+        "/s",
+    );
+    row("SET+GET, session CPU a pair", |f| f.set_get.1, false, "us");
     row(
         "STOREADDRESS/s, 5,000-entry book",
         |f| f.store_5k,
