@@ -324,6 +324,9 @@ pub struct Client {
     reader: BufReader<TcpStream>,
     pub greeting: String,
     next_tag: u32,
+    /// Buffers [`Client::ok_count`] keeps between commands.
+    scratch: Vec<u8>,
+    scratch_tag: Vec<u8>,
 }
 
 impl Client {
@@ -338,6 +341,8 @@ impl Client {
             reader,
             greeting: String::new(),
             next_tag: 0,
+            scratch: Vec::new(),
+            scratch_tag: Vec::new(),
         };
         c.greeting = String::from_utf8_lossy(&c.read_line()).into_owned();
         c
@@ -466,6 +471,56 @@ impl Client {
                 .collect::<Vec<_>>()
         );
         r.untagged()
+    }
+
+    /// [`ok`](Self::ok) for a measure: the reply is read into one buffer
+    /// kept between commands, not copied into strings, so that the client
+    /// costs the machine little beside the server it measures. Returns how
+    /// many untagged lines came (a literal is taken as part of its line).
+    pub fn ok_count(&mut self, command: &str) -> usize {
+        self.next_tag += 1;
+        let tag = self.next_tag;
+        let mut line = std::mem::take(&mut self.scratch);
+        line.clear();
+        let _ = write!(line, "T{tag} {command}\r\n");
+        self.send(&line);
+        let mut prefix = std::mem::take(&mut self.scratch_tag);
+        prefix.clear();
+        let _ = write!(prefix, "T{tag} ");
+        let mut untagged = 0;
+        loop {
+            line.clear();
+            loop {
+                let n = self.reader.read_until(b'\n', &mut line).expect("read");
+                assert!(n > 0, "connection closed after {command}");
+                let body = line.strip_suffix(b"\n").unwrap_or(&line);
+                let body = body.strip_suffix(b"\r").unwrap_or(body);
+                match trailing_literal(body) {
+                    Some(n) => {
+                        let at = line.len();
+                        line.resize(at + n, 0);
+                        self.reader.read_exact(&mut line[at..]).unwrap();
+                    }
+                    None => break,
+                }
+            }
+            if !line.starts_with(&prefix) {
+                untagged += 1;
+                continue;
+            }
+            let status = line[prefix.len()..]
+                .split(|&b| b == b' ' || b == b'\r')
+                .next();
+            assert_eq!(
+                status,
+                Some(&b"OK"[..]),
+                "{command} -> {}",
+                String::from_utf8_lossy(&line)
+            );
+            self.scratch = line;
+            self.scratch_tag = prefix;
+            return untagged;
+        }
     }
 
     /// Run a command that must fail with `status` (NO or BAD); returns the
