@@ -522,30 +522,6 @@ struct LockFiles {
 /// data directory does not keep hundreds open.
 const LOCK_FILES_KEPT: usize = 32;
 
-/// This process's id, asked of the kernel once after each fork (a
-/// getpid at every lock otherwise).
-fn this_pid() -> u32 {
-    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-    static PID: AtomicU32 = AtomicU32::new(0);
-    static HOOK: std::sync::Once = std::sync::Once::new();
-    extern "C" fn forked() {
-        PID.store(0, Relaxed);
-    }
-    HOOK.call_once(|| {
-        // SAFETY: registers a handler that only stores to an atomic, which
-        // is async-signal-safe, as a fork's child handler must be.
-        unsafe { libc::pthread_atfork(None, None, Some(forked)) };
-    });
-    match PID.load(Relaxed) {
-        0 => {
-            let pid = std::process::id();
-            PID.store(pid, Relaxed);
-            pid
-        }
-        pid => pid,
-    }
-}
-
 thread_local! {
     static LOCK_FILES: RefCell<LockFiles> = RefCell::new(LockFiles {
         pid: 0,
@@ -585,7 +561,7 @@ impl Lock {
     /// The lock file at `lp`, open: kept from an earlier lock, or opened
     /// (made if missing) and kept.
     fn open(lp: &Path) -> Result<Rc<File>, StoreError> {
-        let pid = this_pid();
+        let pid = std::process::id();
         if let Some(kept) = LOCK_FILES.with(|c| {
             let mut c = c.borrow_mut();
             if c.pid != pid {
