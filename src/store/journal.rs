@@ -765,18 +765,22 @@ mod tests {
         }
     }
 
+    /// A fixed sequence of pseudo-random numbers: `next(n)` is below `n`.
+    fn numbers(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        }
+    }
+
     /// Many changes (applied by one merge) give what applying each in
     /// turn gives, in both orders.
     #[test]
     fn a_large_overlay_equals_applying_each_change() {
         for order in [Order::CaseInsensitive, Order::Bytes] {
-            let mut seed: u64 = 99;
-            let mut next = |n: u64| {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (seed >> 33) % n
-            };
+            let mut next = numbers(99);
             let spell = |k: u64, up: bool| match up {
                 true => format!("Key{k}"),
                 false => format!("key{k}"),
@@ -858,13 +862,7 @@ mod tests {
     #[test]
     fn pending_changes_of_a_prefix_equal_applying_each_change() {
         let order = Order::CaseInsensitive;
-        let mut seed: u64 = 5;
-        let mut next = |n: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % n
-        };
+        let mut next = numbers(5);
         let mut serial = recs(order, &[("e1\"f0", "base"), ("E2\"", "")]);
         let base = serial.clone();
         let mut journal = Vec::new();
