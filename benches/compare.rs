@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, children_of};
+use common::{Client, Server, children_of, new_child};
 
 const CYRUS: &str = "/usr/sbin/cyrus-imspd";
 const CYRUS_DIR: &str = "/var/lib/imsp";
@@ -135,19 +135,7 @@ fn set_get_pairs_per_sec(t: &Target, n: usize) -> (f64, f64) {
 fn login_with_pid(t: &Target, user: &str) -> (Client, u32) {
     let before = children_of(t.listener);
     let c = login(t, user);
-    let pid = (0..100)
-        .find_map(|_| {
-            let new = children_of(t.listener)
-                .into_iter()
-                .map(|c| c.0)
-                .find(|p| !before.iter().any(|b| b.0 == *p));
-            if new.is_none() {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            new
-        })
-        .expect("session process");
-    (c, pid)
+    (c, new_child(t.listener, &before))
 }
 
 fn stores_per_sec(t: &Target, user: &str, n: usize) -> f64 {
@@ -251,14 +239,9 @@ fn concurrent_writers(t: &Target, user: &str, per: usize) -> (f64, usize, f64) {
 
 /// Resident memory (KB) of an idle, logged-in session process.
 fn idle_session_kb(t: &Target) -> u64 {
-    let before = children_of(t.listener);
-    let _c = login(t, "bench");
+    let (_c, pid) = login_with_pid(t, "bench");
+    // Settled after its login.
     std::thread::sleep(Duration::from_millis(200));
-    let pid = children_of(t.listener)
-        .into_iter()
-        .map(|c| c.0)
-        .find(|p| !before.iter().any(|b| b.0 == *p))
-        .expect("session process");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()

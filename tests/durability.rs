@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Client, Server, children_of};
+use common::{BIN, Client, Server, children_of, new_child};
 use imspd::store::file::{Order, Records};
 use imspd::store::journal;
 
@@ -133,12 +133,7 @@ fn acknowledged(stream: TcpStream) -> BTreeSet<String> {
 fn login_with_pid(s: &Server, user: &str) -> (Client, u32) {
     let before = children_of(s.pid());
     let c = s.login(user);
-    let pid = children_of(s.pid())
-        .into_iter()
-        .map(|c| c.0)
-        .find(|p| !before.iter().any(|b| b.0 == *p))
-        .expect("session process");
-    (c, pid)
+    (c, new_child(s.pid(), &before))
 }
 
 #[test]

@@ -63,10 +63,7 @@ impl Handler<'_> {
         };
         let acl = self.store.book_acl(&book)?;
         let ldap = Some(acl.everybody_rights()).filter(|r| r.has('1'));
-        let rights = match self.is_admin() {
-            true => Rights::all(),
-            false => acl.rights_of(owner_of(&book), self.user.as_deref().expect("logged in")),
-        };
+        let rights = self.rights_by(&acl, &book);
         Ok(Some((book, rights, ldap)))
     }
 
@@ -75,8 +72,17 @@ impl Handler<'_> {
         if self.is_admin() {
             return Ok(Rights::all());
         }
-        let user = self.user.clone().expect("logged in");
-        Ok(self.store.book_acl(book)?.rights_of(owner_of(book), &user))
+        let acl = self.store.book_acl(book)?;
+        Ok(self.rights_by(&acl, book))
+    }
+
+    /// The session's user's rights on `book` by its ACL `acl` (an admin
+    /// has them all).
+    fn rights_by(&self, acl: &crate::acl::Acl, book: &str) -> Rights {
+        match self.is_admin() {
+            true => Rights::all(),
+            false => acl.rights_of(owner_of(book), self.user.as_deref().expect("logged in")),
+        }
     }
 
     /// Check `raw` names an existing book on which the user has `right`;

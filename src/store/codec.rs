@@ -42,6 +42,25 @@ pub fn unescape(s: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The bytes of `s` unescaped, one at a time, as [`unescape`] gives them:
+/// for a scan that stops early and keeps nothing.
+pub fn unescaped(s: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let mut bytes = s.iter();
+    std::iter::from_fn(move || {
+        let b = *bytes.next()?;
+        Some(match b {
+            b'\\' => match bytes.next() {
+                Some(b'n') => b'\n',
+                Some(b's') => b' ',
+                Some(&other) => other,
+                // A trailing lone backslash is kept.
+                None => b'\\',
+            },
+            b => b,
+        })
+    })
+}
+
 /// [`unescape`] appending to `out`.
 pub fn unescape_into(s: &[u8], out: &mut Vec<u8>) {
     let mut rest = s;
@@ -112,6 +131,13 @@ mod tests {
             assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
             let (k2, v2) = parse_line(&line[..line.len() - 1]).unwrap();
             assert_eq!((&k2[..], &v2[..]), (*k, *v));
+        }
+    }
+
+    #[test]
+    fn unescaped_bytes_are_unescape() {
+        for s in [&b"a\\sb\\nc\\\\d"[..], b"plain", b"x\\", b"\\q\\", b""] {
+            assert_eq!(unescaped(s).collect::<Vec<u8>>(), unescape(s), "{s:?}");
         }
     }
 

@@ -642,6 +642,14 @@ impl JournalState {
         Ok(())
     }
 
+    /// [`JournalState::take_in`] through the descriptor kept for reading.
+    fn take_in_kept(&mut self, upto: u64, jp: &Path) -> Result<(), StoreError> {
+        let r = self.reader.take().expect("a kept reader");
+        let taken = self.take_in(&r, upto, jp);
+        self.reader = Some(r);
+        taken
+    }
+
     /// Open the journal `jp` (this one, which exists) for appending, if
     /// not yet.
     fn open_writer(&mut self, jp: &Path) -> Result<(), StoreError> {
@@ -1101,11 +1109,9 @@ impl Files {
             && st.id == id
             && m.size > st.seen
             && st.header.is_some_and(|h| h.1 == main)
-            && let Some(r) = st.reader.take()
+            && st.reader.is_some()
         {
-            let read = st.take_in(&r, m.size, &jp);
-            st.reader = Some(r);
-            read?;
+            st.take_in_kept(m.size, &jp)?;
             return Ok(JournalView::Valid {
                 overlay: st.overlay.clone(),
                 torn: st.valid < st.seen,
@@ -1620,10 +1626,7 @@ impl Files {
         if n != change.len() || pending.upto != end {
             // Not whole: not acknowledged. All is taken in, so that the
             // cut is seen, and the exclusive way mends it.
-            let r = st.reader.take().expect("opened above");
-            let taken = st.take_in(&r, end, &jp);
-            st.reader = Some(r);
-            taken?;
+            st.take_in_kept(end, &jp)?;
             return Err(StoreError::Invalid(format!(
                 "{}: a change was not written whole ({read} of {} bytes read)",
                 jp.display(),

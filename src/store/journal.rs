@@ -194,22 +194,19 @@ fn encode_after(lead: &[u8], ops: &[Op]) -> Vec<u8> {
 }
 
 fn parse_op(line: &[u8]) -> Option<Op> {
-    match line.split_first()? {
-        (b'+', rest) => {
-            let (k, v) = codec::parse_line(rest)?;
-            Some(Op::Set(k, v))
-        }
-        (b'-', rest) if is_remove(rest) => Some(Op::Remove(codec::unescape(rest))),
-        _ => None,
-    }
-}
-
-fn is_remove(rest: &[u8]) -> bool {
-    !rest.is_empty() && !rest.contains(&b' ')
+    let key = op_key(line)?;
+    Some(match line[0] {
+        // `+KEY VALUE`
+        b'+' => Op::Set(
+            codec::unescape(key),
+            codec::unescape(&line[key.len() + 2..]),
+        ),
+        _ => Op::Remove(codec::unescape(key)),
+    })
 }
 
 /// Whether a journal line (without its line end) is one change of one
-/// record, as [`parse_op`] reads it, looked at without copying: its
+/// record (`+KEY VALUE` or `-KEY`), looked at without copying: its
 /// (escaped) key.
 fn op_key(line: &[u8]) -> Option<&[u8]> {
     match line.split_first()? {
@@ -217,7 +214,7 @@ fn op_key(line: &[u8]) -> Option<&[u8]> {
             Some(sp) if sp > 0 => Some(&rest[..sp]),
             _ => None,
         },
-        (b'-', rest) if is_remove(rest) => Some(rest),
+        (b'-', rest) if !rest.is_empty() && !rest.contains(&b' ') => Some(rest),
         _ => None,
     }
 }
@@ -305,9 +302,7 @@ pub fn parse_changes(bytes: &[u8], mut each: impl FnMut(Vec<Op>)) -> usize {
 pub struct Pending {
     order: Order,
     mark: u8,
-    /// The journal's offset where the first of these changes starts, and
-    /// where the last ends.
-    pub from: u64,
+    /// The journal's offset where the last of these changes ends.
     pub upto: u64,
     lines: Vec<u8>,
     /// By the hash of a group: the last change with a key in it (an
@@ -364,21 +359,11 @@ impl GroupHash {
         g.finish()
     }
 
-    /// Of the group of the escaped key `key` (unescaped as
-    /// [`codec::unescape`] does); `None` when the key has no `mark`.
+    /// Of the group of the escaped key `key`; `None` when the key has no
+    /// `mark`.
     fn of_escaped(order: Order, key: &[u8], mark: u8) -> Option<u64> {
         let mut g = GroupHash::new(order);
-        let mut bytes = key.iter();
-        while let Some(&b) = bytes.next() {
-            let b = match b {
-                b'\\' => match bytes.next() {
-                    Some(b'n') => b'\n',
-                    Some(b's') => b' ',
-                    Some(&other) => other,
-                    None => b'\\',
-                },
-                b => b,
-            };
+        for b in codec::unescaped(key) {
             g.push(b);
             if b == mark {
                 return Some(g.finish());
@@ -394,7 +379,6 @@ impl Pending {
         Pending {
             order,
             mark,
-            from: at,
             upto: at,
             lines: Vec::new(),
             heads: Default::default(),
@@ -898,7 +882,7 @@ mod tests {
         assert!(first < cut && first > 0);
         assert_eq!(pending.take(&journal[first..]), journal.len() - first);
         assert_eq!(
-            (pending.from, pending.upto),
+            (pending.upto - journal.len() as u64, pending.upto),
             (100, 100 + journal.len() as u64)
         );
         for e in 0..12 {

@@ -267,6 +267,23 @@ pub fn concurrently<T: Send + 'static>(
 }
 
 /// The processes whose parent is `pid`, with their state letter.
+/// The child of `pid` that is not among `before` (as [`children_of`]
+/// listed them): the session process a login just made. Waits up to a
+/// second for it.
+pub fn new_child(pid: u32, before: &[(u32, char)]) -> u32 {
+    for _ in 0..100 {
+        let new = children_of(pid)
+            .into_iter()
+            .map(|c| c.0)
+            .find(|p| !before.iter().any(|b| b.0 == *p));
+        if let Some(p) = new {
+            return p;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no new child of {pid}");
+}
+
 pub fn children_of(pid: u32) -> Vec<(u32, char)> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -356,28 +373,33 @@ impl Client {
     /// kept inline (`{N}\r\n` + the octets), as the server sent it.
     pub fn read_line(&mut self) -> Vec<u8> {
         let mut line = Vec::new();
+        self.read_line_into(&mut line);
+        line
+    }
+
+    /// [`read_line`](Self::read_line), appended to `line`.
+    fn read_line_into(&mut self, line: &mut Vec<u8>) {
         loop {
-            let mut part = Vec::new();
-            let n = self.reader.read_until(b'\n', &mut part).expect("read");
+            let part = line.len();
+            let n = self.reader.read_until(b'\n', line).expect("read");
             assert!(
                 n > 0,
                 "connection closed; got so far: {:?}",
-                String::from_utf8_lossy(&line)
+                String::from_utf8_lossy(line)
             );
-            line.extend_from_slice(&part);
-            let body = &part[..part.len() - 1];
+            let body = &line[part..line.len() - 1];
             let body = body.strip_suffix(b"\r").unwrap_or(body);
             if let Some(n) = trailing_literal(body) {
-                let mut lit = vec![0; n];
-                self.reader.read_exact(&mut lit).unwrap();
-                line.extend_from_slice(&lit);
+                let at = line.len();
+                line.resize(at + n, 0);
+                self.reader.read_exact(&mut line[at..]).unwrap();
                 continue;
             }
             line.truncate(line.len() - 1);
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            return line;
+            return;
         }
     }
 
@@ -490,27 +512,12 @@ impl Client {
         let mut untagged = 0;
         loop {
             line.clear();
-            loop {
-                let n = self.reader.read_until(b'\n', &mut line).expect("read");
-                assert!(n > 0, "connection closed after {command}");
-                let body = line.strip_suffix(b"\n").unwrap_or(&line);
-                let body = body.strip_suffix(b"\r").unwrap_or(body);
-                match trailing_literal(body) {
-                    Some(n) => {
-                        let at = line.len();
-                        line.resize(at + n, 0);
-                        self.reader.read_exact(&mut line[at..]).unwrap();
-                    }
-                    None => break,
-                }
-            }
+            self.read_line_into(&mut line);
             if !line.starts_with(&prefix) {
                 untagged += 1;
                 continue;
             }
-            let status = line[prefix.len()..]
-                .split(|&b| b == b' ' || b == b'\r')
-                .next();
+            let status = line[prefix.len()..].split(|&b| b == b' ').next();
             assert_eq!(
                 status,
                 Some(&b"OK"[..]),
