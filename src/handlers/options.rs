@@ -238,10 +238,7 @@ impl Handler<'_> {
     }
 
     fn refused(&self, raw: &str) -> Done {
-        Done::no(format!(
-            "User '{}' not authorized to change option '{raw}'",
-            self.user_name()
-        ))
+        Done::no(refusal(self.user_name(), raw))
     }
 
     pub(super) fn set(&mut self, raw: &str, value: Option<&[u8]>) -> Done {
@@ -262,7 +259,6 @@ impl Handler<'_> {
             // The user's own file is checked under its lock, as it is
             // written: the type of what is there, and the quota it sets.
             let user = self.user_name().to_string();
-            let refusal = self.refused(raw).text;
             let global_quota = self.global().number("imsp.user.quota");
             let kind = t.kind;
             self.store
@@ -271,7 +267,7 @@ impl Handler<'_> {
                         .kind_of(t.name.as_bytes())
                         .is_some_and(|k| reopens(k, kind))
                     {
-                        return Err(StoreError::Invalid(refusal.clone()));
+                        return Err(StoreError::Invalid(refusal(&user, raw)));
                     }
                     Ok(quota_limit(mine, global_quota))
                 })
@@ -284,6 +280,11 @@ impl Handler<'_> {
             Err(e) => e.into(),
         }
     }
+}
+
+/// Why `user` may not change option `raw`.
+fn refusal(user: &str, raw: &str) -> String {
+    format!("User '{user}' not authorized to change option '{raw}'")
 }
 
 /// Whether setting an option of type `asked` over one stored as
