@@ -508,7 +508,8 @@ pub fn lock_path(path: &Path) -> PathBuf {
 /// An open lock file, held until dropped.
 pub struct Lock(Rc<File>);
 
-/// Lock files kept open between locks, by this thread of this process:
+/// Lock files kept open between locks (by the path of the file each
+/// guards), by this thread of this process:
 /// a session locks the same few files at every command. Each thread has
 /// its own open files (a lock is held by an open file, so two threads or
 /// two processes sharing one would not exclude each other); a child of a
@@ -539,28 +540,28 @@ impl Lock {
     /// renamed, nor linked elsewhere), so one still linked is the one at
     /// the path; that is asked of the open file (no walk of the path).
     pub fn take(path: &Path, exclusive: bool) -> Result<Lock, StoreError> {
-        let lp = lock_path(path);
         loop {
-            let f = Self::open(&lp)?;
+            let f = Self::open(path)?;
             if exclusive {
                 f.lock_exclusive()
             } else {
                 f.lock_shared()
             }
-            .map_err(|e| StoreError::io(&lp, e))?;
+            .map_err(|e| StoreError::io(&lock_path(path), e))?;
             match f.metadata() {
                 Ok(now) if now.nlink() > 0 => return Ok(Lock(f)),
                 Ok(_) => {}
-                Err(e) => return Err(StoreError::io(&lp, e)),
+                Err(e) => return Err(StoreError::io(&lock_path(path), e)),
             }
             let _ = FileExt::unlock(&*f);
-            LOCK_FILES.with(|c| c.borrow_mut().open.remove(lp.as_os_str()));
+            LOCK_FILES.with(|c| c.borrow_mut().open.remove(path.as_os_str()));
         }
     }
 
-    /// The lock file at `lp`, open: kept from an earlier lock, or opened
+    /// The lock file of `path`, open: kept from an earlier lock (by the
+    /// path it guards: its own name is made only to open it), or opened
     /// (made if missing) and kept.
-    fn open(lp: &Path) -> Result<Rc<File>, StoreError> {
+    fn open(path: &Path) -> Result<Rc<File>, StoreError> {
         let pid = std::process::id();
         if let Some(kept) = LOCK_FILES.with(|c| {
             let mut c = c.borrow_mut();
@@ -568,18 +569,19 @@ impl Lock {
                 c.pid = pid;
                 c.open.clear();
             }
-            c.open.get(lp.as_os_str()).cloned()
+            c.open.get(path.as_os_str()).cloned()
         }) {
             return Ok(kept);
         }
+        let lp = lock_path(path);
         let f = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(lp)
-            .map_err(|e| StoreError::io(lp, e))?;
+            .open(&lp)
+            .map_err(|e| StoreError::io(&lp, e))?;
         let kept = Rc::new(f);
         LOCK_FILES.with(|c| {
             let mut c = c.borrow_mut();
@@ -588,7 +590,7 @@ impl Lock {
                 c.open.retain(|_, f| Rc::strong_count(f) > 1);
             }
             if c.open.len() < LOCK_FILES_KEPT {
-                c.open.insert(lp.as_os_str().to_owned(), kept.clone());
+                c.open.insert(path.as_os_str().to_owned(), kept.clone());
             }
         });
         Ok(kept)
@@ -703,10 +705,10 @@ pub struct Files {
     /// file as it was when the command first looked (writes look again,
     /// under the lock). `None` until a first command (a process that
     /// serves no commands always looks).
-    seen: Option<HashMap<OsString, Version>>,
+    seen: Option<PerCommand<Version>>,
     /// Whether a directory exists, as this command first found it (as
     /// `seen`: kept only while commands are served).
-    dirs: RefCell<HashMap<OsString, bool>>,
+    dirs: RefCell<PerCommand<bool>>,
     pub fsync: bool,
     /// Where journals may be (`None`: beside any file); no other file is
     /// looked at for one.
@@ -726,10 +728,74 @@ impl Default for Files {
             journals: HashMap::default(),
             appended: HashMap::default(),
             seen: None,
-            dirs: RefCell::new(HashMap::default()),
+            dirs: RefCell::new(PerCommand::default()),
             fsync: true,
             journal_dir: None,
             journaling: false,
+        }
+    }
+}
+
+/// What a command found of files, by path: kept from one command to the
+/// next, marked with the command (a session looks at the same few files at
+/// every command, and would otherwise make their keys anew each time).
+struct PerCommand<V> {
+    found: HashMap<OsString, (u64, V)>,
+    /// The current command's mark; entries with another are stale.
+    now: u64,
+}
+
+impl<V> Default for PerCommand<V> {
+    fn default() -> Self {
+        PerCommand {
+            found: HashMap::default(),
+            now: 1,
+        }
+    }
+}
+
+/// Files a session's command may look at; an admin command walking the
+/// whole data directory does not keep them all.
+const PER_COMMAND_KEPT: usize = 256;
+
+impl<V> PerCommand<V> {
+    fn get(&self, path: &std::ffi::OsStr) -> Option<&V> {
+        self.found
+            .get(path)
+            .filter(|(mark, _)| *mark == self.now)
+            .map(|(_, v)| v)
+    }
+
+    fn put(&mut self, path: &std::ffi::OsStr, v: V) {
+        match self.found.get_mut(path) {
+            Some(slot) => *slot = (self.now, v),
+            None => {
+                self.found.insert(path.to_owned(), (self.now, v));
+            }
+        }
+    }
+
+    fn remove(&mut self, path: &std::ffi::OsStr) {
+        if let Some(slot) = self.found.get_mut(path) {
+            slot.0 = 0;
+        }
+    }
+
+    /// Forget everything found: a new command.
+    fn clear(&mut self) {
+        self.now += 1;
+        if self.found.len() > PER_COMMAND_KEPT {
+            self.found.clear();
+        }
+    }
+
+    /// Forget what `keep` is false for.
+    fn retain(&mut self, mut keep: impl FnMut(&std::ffi::OsStr, &V) -> bool) {
+        let now = self.now;
+        for (p, slot) in self.found.iter_mut() {
+            if slot.0 == now && !keep(p, &slot.1) {
+                slot.0 = 0;
+            }
         }
     }
 }
@@ -778,14 +844,19 @@ fn look(path: &Path) -> Result<Option<(Stamp, bool)>, StoreError> {
         return stat_path(path);
     };
     let (dir, name) = (&bytes[..i], &bytes[i + 1..]);
-    let Ok(name) = std::ffi::CString::new(name) else {
+    // The name NUL-terminated on the stack (names in the data directory
+    // are short; a longer one is looked up by its whole path).
+    let mut cname = [0u8; 256];
+    if name.len() >= cname.len() || name.contains(&0) {
         return stat_path(path);
-    };
+    }
+    cname[..name.len()].copy_from_slice(name);
     let at = |fd: i32| -> io::Result<(Stamp, bool)> {
         let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: a directory descriptor we hold, a NUL-terminated name,
-        // and a stat buffer the call fills when it returns 0.
-        if unsafe { libc::fstatat(fd, name.as_ptr(), st.as_mut_ptr(), 0) } != 0 {
+        // SAFETY: a directory descriptor we hold, a NUL-terminated name
+        // (the buffer is zeroed past it), and a stat buffer the call
+        // fills when it returns 0.
+        if unsafe { libc::fstatat(fd, cname.as_ptr().cast(), st.as_mut_ptr(), 0) } != 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: filled by fstatat above.
@@ -916,9 +987,7 @@ impl Files {
             return known;
         }
         let now = matches!(look(path), Ok(Some((_, true))));
-        self.dirs
-            .borrow_mut()
-            .insert(path.as_os_str().to_owned(), now);
+        self.dirs.borrow_mut().put(path.as_os_str(), now);
         now
     }
 
@@ -940,7 +1009,7 @@ impl Files {
         }
         let v = self.version(path)?;
         if let Some(m) = self.seen.as_mut() {
-            m.insert(path.as_os_str().to_owned(), v);
+            m.put(path.as_os_str(), v);
         }
         Ok(v)
     }
@@ -1010,8 +1079,7 @@ impl Files {
         }
         if now.main.is_none() && now.journal.is_none() {
             let recs = Arc::new(Records::new(order));
-            self.cache
-                .insert(path.as_os_str().to_owned(), (now, recs.clone()));
+            self.cache_put(path, now, recs.clone());
             return Ok(recs);
         }
         let _lock = Lock::take(path, false)?;
@@ -1211,8 +1279,7 @@ impl Files {
             overlay.apply(&mut recs);
         }
         let recs = Arc::new(recs);
-        self.cache
-            .insert(path.as_os_str().to_owned(), (now, recs.clone()));
+        self.cache_put(path, now, recs.clone());
         Ok(recs)
     }
 
@@ -1269,7 +1336,7 @@ impl Files {
             journal: None,
         };
         let bytes = Arc::new(bytes);
-        self.cache.insert(path.as_os_str().to_owned(), (now, recs));
+        self.cache_put(path, now, recs);
         self.raw
             .insert(path.as_os_str().to_owned(), (now, bytes.clone()));
         self.mains
@@ -1291,60 +1358,78 @@ impl Files {
         main: Option<Stamp>,
         ops: Vec<Op>,
     ) -> Result<Option<Version>, StoreError> {
-        let jp = journal_path(path);
         // The journal as settle() left it: whole, for this version of the
         // file, `seen` bytes long (nobody else appends while we hold the
-        // lock); or none.
+        // lock); or none. Its state is changed in place (no new key at
+        // every change).
+        let key = path.as_os_str();
         let existing = self
             .journals
-            .remove(path.as_os_str())
-            .filter(|st| st.header.is_some_and(|h| h.1 == main) && st.valid == st.seen);
+            .get(key)
+            .is_some_and(|st| st.header.is_some_and(|h| h.1 == main) && st.valid == st.seen);
         // (Reading it took in any pending changes.)
-        debug_assert!(existing.as_ref().is_none_or(|st| st.pending.is_none()));
+        debug_assert!(
+            !existing
+                || self
+                    .journals
+                    .get(key)
+                    .is_some_and(|st| st.pending.is_none())
+        );
         let mut bytes = match existing {
-            Some(_) => Vec::new(),
-            None => journal::header(order, main),
+            true => Vec::new(),
+            false => journal::header(order, main),
         };
-        bytes.extend_from_slice(&journal::encode(&ops));
-        let mut st = match existing {
-            Some(mut st) => {
-                st.open_writer(&jp)?;
-                st
+        journal::encode_into(&ops, &mut bytes);
+        if !existing {
+            let jp = journal_path(path);
+            // O_APPEND: this descriptor is kept for later appends, and
+            // other processes append to the file meanwhile; writes at its
+            // own offset would overwrite theirs.
+            self.journals.remove(key);
+            let f = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(&jp)
+                .map_err(|e| StoreError::io(&jp, e))?;
+            // Nothing of a journal settle() found unusable is kept.
+            f.set_len(0).map_err(|e| StoreError::io(&jp, e))?;
+            let m = f.metadata().map_err(|e| StoreError::io(&jp, e))?;
+            let st = JournalState {
+                id: (m.dev(), m.ino()),
+                seen: 0,
+                valid: 0,
+                header: Some((order, main)),
+                overlay: Arc::new(Overlay::new(order)),
+                writer: Some(f),
+                reader: None,
+                pending: None,
+                own_end: None,
+            };
+            self.journals.insert(key.to_owned(), st);
+        }
+        let fsync = self.fsync;
+        let st = self.journals.get_mut(key).expect("kept or made above");
+        let written = (|| {
+            if st.writer.is_none() {
+                st.open_writer(&journal_path(path))?;
             }
-            None => {
-                // O_APPEND: this descriptor is kept for later appends, and
-                // other processes append to the file meanwhile; writes at
-                // its own offset would overwrite theirs.
-                let f = OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .mode(0o600)
-                    .open(&jp)
-                    .map_err(|e| StoreError::io(&jp, e))?;
-                // Nothing of a journal settle() found unusable is kept.
-                f.set_len(0).map_err(|e| StoreError::io(&jp, e))?;
-                let m = f.metadata().map_err(|e| StoreError::io(&jp, e))?;
-                JournalState {
-                    id: (m.dev(), m.ino()),
-                    seen: 0,
-                    valid: 0,
-                    header: Some((order, main)),
-                    overlay: Arc::new(Overlay::new(order)),
-                    writer: Some(f),
-                    reader: None,
-                    pending: None,
-                    own_end: None,
+            let created = st.seen == 0;
+            let f = st.writer.as_mut().expect("opened above");
+            let io = |e| StoreError::io(&journal_path(path), e);
+            f.write_all(&bytes).map_err(io)?;
+            if fsync {
+                f.sync_data().map_err(io)?;
+                if created {
+                    sync_dir(path.parent().unwrap_or(Path::new(".")))?;
                 }
             }
-        };
-        let created = st.seen == 0;
-        let f = st.writer.as_mut().expect("opened above");
-        f.write_all(&bytes).map_err(|e| StoreError::io(&jp, e))?;
-        if self.fsync {
-            f.sync_data().map_err(|e| StoreError::io(&jp, e))?;
-            if created {
-                sync_dir(path.parent().unwrap_or(Path::new(".")))?;
-            }
+            Ok::<_, StoreError>(())
+        })();
+        if let Err(e) = written {
+            // What this process knows of it is read again from the disk.
+            self.journals.remove(key);
+            return Err(e);
         }
         let overlay = Arc::make_mut(&mut st.overlay);
         ops.into_iter().for_each(|op| overlay.push(op));
@@ -1352,9 +1437,10 @@ impl Files {
         st.valid = st.seen;
         st.own_end = Some(st.seen);
         let (id, size) = (st.id, st.seen);
-        self.journals.insert(path.as_os_str().to_owned(), st);
-        self.appended.insert(path.as_os_str().to_owned(), order);
-        self.raw.remove(path.as_os_str());
+        if !self.appended.contains_key(key) {
+            self.appended.insert(key.to_owned(), order);
+        }
+        self.raw.remove(key);
         if size > fold_threshold(main.map_or(0, |s| s.size)) {
             self.fold_locked(path, order)?;
             return Ok(None);
@@ -1664,7 +1750,6 @@ impl Files {
         let main = self.settle(path, order, journaling)?;
         let now = self.version_known(path, main);
         let current = self.load_with(path, order, now)?;
-        self.cache.remove(path.as_os_str());
         if journaling {
             let mut recs = (*current).clone();
             let (result, write) = change(&mut recs)?;
@@ -1678,12 +1763,14 @@ impl Files {
             if write && !ops.is_empty() {
                 // Folded (`None`): the cache already holds the new file.
                 if let Some(now) = self.append(path, order, main, ops)? {
-                    self.cache
-                        .insert(path.as_os_str().to_owned(), (now, Arc::new(recs)));
+                    self.cache_put(path, now, Arc::new(recs));
                 }
             }
             return Ok(result);
         }
+        // The cache's reference let go: the records are changed in place
+        // when nothing else holds them.
+        self.cache.remove(path.as_os_str());
         let mut recs = Arc::try_unwrap(current).unwrap_or_else(|a| (*a).clone());
         let (result, write) = change(&mut recs)?;
         if write {
@@ -1692,10 +1779,20 @@ impl Files {
                 main: Some(stamp_of(&m)),
                 journal: None,
             };
-            self.cache
-                .insert(path.as_os_str().to_owned(), (now, Arc::new(recs)));
+            self.cache_put(path, now, Arc::new(recs));
         }
         Ok(result)
+    }
+
+    /// Cache the records of version `now` of `path` (replacing in place:
+    /// no new key at every change).
+    fn cache_put(&mut self, path: &Path, now: Version, recs: Arc<Records>) {
+        match self.cache.get_mut(path.as_os_str()) {
+            Some(slot) => *slot = (now, recs),
+            None => {
+                self.cache.insert(path.as_os_str().to_owned(), (now, recs));
+            }
+        }
     }
 
     /// Remove `path` (with its journal and lock file) under its exclusive

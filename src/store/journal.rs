@@ -158,29 +158,41 @@ pub fn encode_shared(ops: &[Op]) -> Vec<u8> {
 /// `lead`, then the change's lines and its end line (whose hash is of the
 /// change's lines only).
 fn encode_after(lead: &[u8], ops: &[Op]) -> Vec<u8> {
-    let size: usize = ops
-        .iter()
+    let mut out = Vec::with_capacity(lead.len() + encoded_size(ops));
+    out.extend_from_slice(lead);
+    encode_into(ops, &mut out);
+    out
+}
+
+/// About the bytes one change takes.
+fn encoded_size(ops: &[Op]) -> usize {
+    ops.iter()
         .map(|op| match op {
             Op::Set(k, v) => k.len() + v.len() + 8,
             Op::Remove(k) => k.len() + 8,
         })
-        .sum();
-    let mut out = Vec::with_capacity(lead.len() + size + 20);
-    out.extend_from_slice(lead);
+        .sum::<usize>()
+        + 20
+}
+
+/// Append one change as [`encode`] makes it to `out`.
+pub fn encode_into(ops: &[Op], out: &mut Vec<u8>) {
+    out.reserve(encoded_size(ops));
+    let start = out.len();
     for op in ops {
         match op {
             Op::Set(k, v) => {
                 out.push(b'+');
-                codec::put_record(k, v, &mut out);
+                codec::put_record(k, v, out);
             }
             Op::Remove(k) => {
                 out.push(b'-');
-                codec::escape_key(k, &mut out);
+                codec::escape_key(k, out);
                 out.push(b'\n');
             }
         }
     }
-    let hash = fnv1a(&out[lead.len()..]);
+    let hash = fnv1a(&out[start..]);
     // As `format!(".{hash:016x}\n")`, without the formatting machinery
     // (this is at every change).
     out.push(b'.');
@@ -190,7 +202,6 @@ fn encode_after(lead: &[u8], ops: &[Op]) -> Vec<u8> {
             .map(|i| b"0123456789abcdef"[(hash >> (i * 4)) as usize & 15]),
     );
     out.push(b'\n');
-    out
 }
 
 fn parse_op(line: &[u8]) -> Option<Op> {

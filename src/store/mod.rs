@@ -53,6 +53,8 @@ pub struct Store {
     indexes: file::HashMap<String, (std::sync::Arc<Vec<u8>>, std::sync::Arc<abook::EntryIndex>)>,
     /// The options files as last checked for damaged lines.
     options_seen: file::HashMap<std::ffi::OsString, std::sync::Arc<Records>>,
+    /// `ROOT/options`, read at every command.
+    global_options: PathBuf,
 }
 
 impl Store {
@@ -62,6 +64,7 @@ impl Store {
             files: Files::under(root),
             indexes: Default::default(),
             options_seen: Default::default(),
+            global_options: root.join("options"),
         }
     }
 

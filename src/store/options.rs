@@ -3,9 +3,11 @@
 //! `R` (read-only) or `W` (read-write). Names are case-insensitive; the file
 //! is sorted that way.
 
+use std::ffi::OsString;
+use std::path::Path;
 use std::sync::Arc;
 
-use super::file::{Order, Records};
+use super::file::{Files, HashMap, Order, Records};
 use super::quota;
 use super::{Store, StoreError};
 
@@ -207,6 +209,38 @@ pub fn parse_list(v: &[u8]) -> Vec<String> {
     out
 }
 
+/// An options file, parsed; each time it is parsed anew, the lines that
+/// are not `name type value` are logged (they are skipped).
+fn option_table(
+    files: &mut Files,
+    seen: &mut HashMap<OsString, Arc<Records>>,
+    p: &Path,
+) -> Result<OptionTable, StoreError> {
+    let recs = files.read(p, ORDER)?;
+    match seen.get_mut(p.as_os_str()) {
+        Some(known) if Arc::ptr_eq(known, &recs) => {}
+        known => {
+            for (k, v) in recs.iter() {
+                if split(v).is_none() {
+                    crate::log_warn!(
+                        "{}: option {:?} skipped: its type is not N, R or W",
+                        p.display(),
+                        String::from_utf8_lossy(k)
+                    );
+                }
+            }
+            // (Replaced in place: no new key at every change of the file.)
+            match known {
+                Some(known) => *known = recs.clone(),
+                None => {
+                    seen.insert(p.as_os_str().to_owned(), recs.clone());
+                }
+            }
+        }
+    }
+    Ok(OptionTable(recs))
+}
+
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
@@ -216,37 +250,16 @@ pub struct Written {
 
 impl Store {
     pub fn global_options(&mut self) -> Result<OptionTable, StoreError> {
-        let p = self.global_path("options");
-        self.option_table(&p)
+        option_table(
+            &mut self.files,
+            &mut self.options_seen,
+            &self.global_options,
+        )
     }
 
     pub fn user_options(&mut self, user: &str) -> Result<OptionTable, StoreError> {
         let p = self.user_path(user, "options");
-        self.option_table(&p)
-    }
-
-    /// An options file, parsed; each time it is parsed anew, the lines
-    /// that are not `name type value` are logged (they are skipped).
-    fn option_table(&mut self, p: &std::path::Path) -> Result<OptionTable, StoreError> {
-        let recs = self.files.read(p, ORDER)?;
-        let fresh = self
-            .options_seen
-            .get(p.as_os_str())
-            .is_none_or(|seen| !Arc::ptr_eq(seen, &recs));
-        if fresh {
-            for (k, v) in recs.iter() {
-                if decode(k, v).is_none() {
-                    crate::log_warn!(
-                        "{}: option {:?} skipped: its type is not N, R or W",
-                        p.display(),
-                        String::from_utf8_lossy(k)
-                    );
-                }
-            }
-            self.options_seen
-                .insert(p.as_os_str().to_owned(), recs.clone());
-        }
-        Ok(OptionTable(recs))
+        option_table(&mut self.files, &mut self.options_seen, &p)
     }
 
     /// Set (`Some`) or remove (`None`) an option in a user's file, keeping
@@ -267,9 +280,8 @@ impl Store {
         let counted = |recs: &Records| Ok(check(OptionsView(recs))? > 0);
         self.update_with_usage(user, &counted, |recs, usage| {
             let quota_kb = check(OptionsView(recs))?;
-            let old = recs
-                .key_of(name.as_bytes())
-                .and_then(|k| decode(k, recs.get(k)?));
+            // (The old value borrowed: it is only weighed.)
+            let old = recs.get(name.as_bytes()).and_then(split);
             let existed = old.is_some();
             if value.is_none() && !existed {
                 return Ok((Written { existed }, false));
@@ -284,9 +296,7 @@ impl Store {
                     // A usage recorded lower than what it should count (an
                     // edited or restored file) floors at zero rather than
                     // wrapping.
-                    let after = before
-                        .saturating_sub(cost(old.as_ref().map(|o| (o.kind, &o.value[..]))))
-                        + cost(value.map(|v| (kind, v)));
+                    let after = before.saturating_sub(cost(old)) + cost(value.map(|v| (kind, v)));
                     if after > before {
                         quota::check(after, quota_kb)?;
                     }
@@ -295,9 +305,7 @@ impl Store {
                 None => None,
             };
             match value {
-                Some(v) => {
-                    recs.insert(name.as_bytes().to_vec(), encode(kind, v));
-                }
+                Some(v) => recs.set(name.as_bytes(), &encode(kind, v)),
                 None => {
                     recs.remove(name.as_bytes());
                 }
@@ -316,7 +324,7 @@ impl Store {
         kind: OptKind,
         value: Option<&[u8]>,
     ) -> Result<Written, StoreError> {
-        let p = self.global_path("options");
+        let p = self.global_options.clone();
         self.files.update(&p, ORDER, |recs| {
             let existed = recs.get(name.as_bytes()).is_some();
             match value {
