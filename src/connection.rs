@@ -163,6 +163,16 @@ impl Connection {
         self.out.extend_from_slice(bytes);
     }
 
+    /// Queue what `fill` appends to the queue (written in place, not
+    /// copied from a buffer of its own).
+    pub fn queue_with(&mut self, fill: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.out.len();
+        fill(&mut self.out);
+        if let Some(t) = self.tap.as_mut() {
+            t.server(&self.out[start..]);
+        }
+    }
+
     pub fn queued(&self) -> usize {
         self.out.len()
     }

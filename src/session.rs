@@ -25,9 +25,7 @@ impl Output for ConnOutput<'_> {
         if self.error.is_some() {
             return;
         }
-        let mut buf = Vec::with_capacity(256);
-        writer::encode(&r, &mut buf);
-        self.conn.queue(&buf);
+        self.conn.queue_with(|out| writer::encode(&r, out));
         if self.conn.queued() > 64 * 1024
             && let Err(e) = self.conn.flush()
         {
@@ -83,9 +81,7 @@ fn read_deadline(settings: &Settings, started: Instant, logged_in: bool) -> Inst
 }
 
 fn send(conn: &mut Connection, r: &Response) -> io::Result<()> {
-    let mut buf = Vec::with_capacity(256);
-    writer::encode(r, &mut buf);
-    conn.queue(&buf);
+    conn.queue_with(|out| writer::encode(r, out));
     conn.flush()
 }
 
@@ -208,9 +204,7 @@ fn command(
         };
         let done = handler.dispatch_with(cmd, &mut collected, &mut ch);
         for r in &collected {
-            let mut buf = Vec::with_capacity(256);
-            writer::encode(r, &mut buf);
-            conn.queue(&buf);
+            conn.queue_with(|out| writer::encode(r, out));
         }
         done
     } else {

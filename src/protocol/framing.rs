@@ -296,8 +296,13 @@ impl FrameReader {
                 continue;
             }
             line_budget -= line.len();
+            let literal = literal_at_end(&line);
+            if literal.is_none() && frame.is_empty() {
+                // A command of one line (most are): the line itself.
+                return Ok(Frame::Command(line));
+            }
             frame.extend_from_slice(&line);
-            let Some((n, non_sync)) = literal_at_end(&line) else {
+            let Some((n, non_sync)) = literal else {
                 return Ok(Frame::Command(frame));
             };
             if n > literal_budget {
