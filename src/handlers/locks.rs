@@ -35,8 +35,9 @@ impl Handler<'_> {
                 self.lock_owners.insert(user);
                 // The client's cached value must be current: send it.
                 let wanted = |n: &[u8]| n.eq_ignore_ascii_case(name.as_bytes());
-                if let Ok(mut all) = self.visible_options(&wanted)
-                    && let Some(option) = all.remove(&name.to_ascii_lowercase())
+                if let Ok(all) = self.visible_options(&wanted)
+                    && let Some(option) =
+                        all.into_iter().find(|o| o.name.eq_ignore_ascii_case(&name))
                 {
                     out.send(option.response());
                 }

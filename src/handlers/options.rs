@@ -60,6 +60,33 @@ pub fn rfc822_now() -> String {
     }
 }
 
+/// An option name, ordered and compared as options are: without regard to
+/// case.
+struct Caseless(String);
+
+impl Ord for Caseless {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        a.iter()
+            .map(u8::to_ascii_lowercase)
+            .cmp(b.iter().map(u8::to_ascii_lowercase))
+    }
+}
+
+impl PartialOrd for Caseless {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Caseless {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.eq_ignore_ascii_case(&other.0)
+    }
+}
+
+impl Eq for Caseless {}
+
 /// An option as one user sees it.
 #[derive(Debug, Clone)]
 pub(super) struct Visible {
@@ -91,18 +118,22 @@ impl Handler<'_> {
         self.user.as_deref().expect("logged in")
     }
 
-    /// The effective options the user sees whose names are `wanted`, by
-    /// lower-case name.
+    /// The effective options the user sees whose names are `wanted`, in
+    /// the order of their names (case-insensitive).
     pub(super) fn visible_options(
         &mut self,
         wanted: &dyn Fn(&[u8]) -> bool,
-    ) -> Result<BTreeMap<String, Visible>, Done> {
+    ) -> Result<Vec<Visible>, Done> {
         let admin = self.is_admin();
-        let user = self.user_name().to_string();
-        let mine = self.store.user_options(&user)?;
-        let mut all = BTreeMap::new();
+        let global = self.global().clone();
+        // (Fields, not methods: the user's name is borrowed beside the
+        // store, not copied.)
+        let user = self.user.as_deref().expect("logged in");
+        let mine = self.store.user_options(user)?;
+        // By name, each with its value and whether it is read-write.
+        let mut all: BTreeMap<Caseless, (Vec<u8>, bool)> = BTreeMap::new();
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        for (name, kind, value) in self.global().iter_raw() {
+        for (name, kind, value) in global.iter_raw() {
             let rw = match kind {
                 OptKind::NonVisible if !admin => continue,
                 OptKind::ReadWrite => true,
@@ -111,18 +142,13 @@ impl Handler<'_> {
             if !wanted(name) {
                 continue;
             }
-            let name = text(name);
-            all.insert(
-                name.to_ascii_lowercase(),
-                Visible::new(name, value.to_vec(), rw),
-            );
+            all.insert(Caseless(text(name)), (value.to_vec(), rw));
         }
         for (name, kind, value) in mine.iter_raw() {
             if !wanted(name) {
                 continue;
             }
-            let global_locked = self
-                .global()
+            let global_locked = global
                 .kind_of(name)
                 .is_some_and(|k| k != OptKind::ReadWrite);
             let rw = match kind {
@@ -131,28 +157,27 @@ impl Handler<'_> {
                 OptKind::NonVisible if !admin => continue,
                 _ => false,
             };
-            let name = text(name);
-            all.insert(
-                name.to_ascii_lowercase(),
-                Visible::new(name, value.to_vec(), rw),
-            );
+            // The user's spelling of the name replaces the global one's.
+            let key = Caseless(text(name));
+            all.remove(&key);
+            all.insert(key, (value.to_vec(), rw));
         }
         // Magic options.
-        let set_magic = |all: &mut BTreeMap<String, Visible>, name: &str, value: Vec<u8>| {
-            let e = all
-                .entry(name.to_string())
-                .or_insert_with(|| Visible::new(name.to_string(), Vec::new(), false));
-            if e.value.is_empty() || name == USAGE_OPTION {
-                e.value = value;
-            }
-            e.read_write = false;
-        };
+        let set_magic =
+            |all: &mut BTreeMap<Caseless, (Vec<u8>, bool)>, name: &str, value: Vec<u8>| {
+                let e = all
+                    .entry(Caseless(name.to_string()))
+                    .or_insert_with(|| (Vec::new(), false));
+                if e.0.is_empty() || name == USAGE_OPTION {
+                    e.0 = value;
+                }
+                e.1 = false;
+            };
         if wanted(b"common.date") {
             set_magic(&mut all, "common.date", rfc822_now().into_bytes());
         }
         if wanted(b"common.from") {
-            let domain = self
-                .global()
+            let domain = global
                 .value_ref("common.domain")
                 .map(text)
                 .unwrap_or_else(|| self.settings.hostname.clone());
@@ -165,7 +190,7 @@ impl Handler<'_> {
         if wanted(USAGE_OPTION.as_bytes()) {
             let usage = match mine.number(USAGE_OPTION) {
                 Some(n) => n.max(0) as u64,
-                None => quota::recompute(&mut self.store, &user)?,
+                None => quota::recompute(&mut self.store, user)?,
             };
             set_magic(
                 &mut all,
@@ -173,7 +198,10 @@ impl Handler<'_> {
                 quota::kilobytes(usage).to_string().into_bytes(),
             );
         }
-        Ok(all)
+        Ok(all
+            .into_iter()
+            .map(|(name, (value, read_write))| Visible::new(name.0, value, read_write))
+            .collect())
     }
 
     pub(super) fn get(&mut self, pattern: &[u8], out: &mut dyn Output) -> Done {
@@ -183,7 +211,7 @@ impl Handler<'_> {
             Err(d) => return d,
         };
         // (Only the matching names were gathered.)
-        for option in all.into_values() {
+        for option in all {
             out.send(option.response());
         }
         Done::completed("get")
