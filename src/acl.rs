@@ -15,10 +15,9 @@ pub struct Rights(u32);
 
 impl Rights {
     fn bit(c: char) -> Option<u32> {
-        if let Some(i) = LETTERS.find(c) {
-            Some(1 << i)
-        } else {
-            c.to_digit(10).map(|d| 1 << (16 + d))
+        match LETTERS.bytes().position(|l| c == l as char) {
+            Some(i) => Some(1 << i),
+            None => c.to_digit(10).map(|d| 1 << (16 + d)),
         }
     }
 
@@ -37,7 +36,9 @@ impl Rights {
     }
 
     pub fn all() -> Rights {
-        Rights::parse_lenient(ALL)
+        // Every letter of ALL (the same as LETTERS): a bit each.
+        const { assert!(ALL.len() == LETTERS.len()) };
+        Rights((1 << LETTERS.len()) - 1)
     }
 
     pub fn none() -> Rights {
@@ -207,6 +208,7 @@ mod tests {
         assert_eq!(Rights::parse("lr10").unwrap().to_string(), "lr01");
         assert_eq!(Rights::parse("lrx"), Err('x'));
         assert_eq!(Rights::all().to_string(), "lrswipcda");
+        assert_eq!(Rights::all(), Rights::parse_lenient(ALL));
     }
 
     #[test]

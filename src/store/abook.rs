@@ -262,12 +262,18 @@ impl Store {
     /// names are case-insensitive, as 1.8's; user names are not, so two
     /// users whose names differ only in case are told apart by case).
     pub fn owner_spelled(&self, owner: &str) -> String {
+        self.owner_spelled_otherwise(owner)
+            .unwrap_or_else(|| owner.to_string())
+    }
+
+    /// [`Store::owner_spelled`] when it differs from `owner`.
+    fn owner_spelled_otherwise(&self, owner: &str) -> Option<String> {
         if self.user_exists(owner) || names::check_user(owner.as_bytes()).is_err() {
-            return owner.to_string();
+            return None;
         }
         let users = self.user_dir(owner);
         let Some(Ok(dir)) = users.parent().map(std::fs::read_dir) else {
-            return owner.to_string();
+            return None;
         };
         // Names first: only a match is stat'ed (a symlinked user directory
         // counts).
@@ -277,16 +283,19 @@ impl Store {
             .filter(|e| e.path().is_dir())
             .map(|e| e.file_name().to_string_lossy().into_owned());
         match (found.next(), found.next()) {
-            (Some(n), None) => n,
-            _ => owner.to_string(),
+            (Some(n), None) if n != owner => Some(n),
+            _ => None,
         }
     }
 
-    /// `book` with its owner spelled as [`Store::owner_spelled`] does.
-    fn owner_folded(&self, book: &str) -> String {
+    /// `book` with its owner spelled as [`Store::owner_spelled`] does
+    /// (borrowed when it already is).
+    fn owner_folded<'b>(&self, book: &'b str) -> Cow<'b, str> {
         let owner = owner_of(book);
-        let spelled = self.owner_spelled(owner);
-        format!("{spelled}{}", &book[owner.len()..])
+        match self.owner_spelled_otherwise(owner) {
+            Some(spelled) => Cow::Owned(format!("{spelled}{}", &book[owner.len()..])),
+            None => Cow::Borrowed(book),
+        }
     }
 
     /// The name a new book is stored under: its owner as spelled by their
@@ -296,7 +305,7 @@ impl Store {
         let book = self.owner_folded(book);
         match book.split_once('.') {
             Some((owner, rest)) => format!("{owner}.{}", rest.to_ascii_lowercase()),
-            None => book,
+            None => book.into_owned(),
         }
     }
 
@@ -313,6 +322,22 @@ impl Store {
         Ok(recs
             .key_of(book.as_bytes())
             .map(|k| String::from_utf8_lossy(k).into_owned()))
+    }
+
+    /// Whether `book` is a book's stored name ([`Store::resolve_book`]
+    /// gives it back), found without copying it.
+    fn is_stored_name(&mut self, book: &str) -> Result<bool, StoreError> {
+        let owner = owner_of(book);
+        if !self.user_exists(owner) {
+            // Not spelled as the owner's directory (or no such owner).
+            return Ok(false);
+        }
+        if book == owner {
+            return Ok(true);
+        }
+        let p = self.books_list_path(owner);
+        let recs = self.files.read(&p, LIST_ORDER)?;
+        Ok(recs.key_of(book.as_bytes()) == Some(book.as_bytes()))
     }
 
     pub fn book_exists(&mut self, book: &str) -> Result<bool, StoreError> {
@@ -597,8 +622,7 @@ impl Store {
 
     /// A book's ACL: the global `abooks` line, or the default.
     pub fn book_acl(&mut self, book: &str) -> Result<Acl, StoreError> {
-        let p = self.global_path("abooks");
-        let recs = self.files.read(&p, LIST_ORDER)?;
+        let recs = self.files.read(&self.global_abooks, LIST_ORDER)?;
         let mut acl = match recs.get(book.as_bytes()) {
             Some(v) => Acl::decode(v),
             None => Acl::default_for(owner_of(book)),
@@ -703,7 +727,7 @@ impl Store {
         check_entry_name(name)?;
         let owner = owner_of(book).to_string();
         let p = self.book_path(book);
-        if quota_kb == 0 && self.resolve_book(book)?.as_deref() == Some(book) {
+        if quota_kb == 0 && self.is_stored_name(book)? {
             // Without a quota nothing checked depends on what the entry
             // holds: the change is appended beside other writers', under
             // the book's shared lock only. (No guard is needed: a book

@@ -1704,11 +1704,18 @@ impl Files {
         let pending = st
             .pending
             .get_or_insert_with(|| journal::Pending::new(order, mark, valid));
-        let mut tail = vec![0; (end - pending.upto) as usize];
-        let r = st.reader.as_ref().expect("opened above");
-        r.read_exact_at(&mut tail, pending.upto)
-            .map_err(|e| StoreError::io(&jp, e))?;
-        let read = pending.take(&tail);
+        // When nothing was appended since the last read, the tail is this
+        // change, as written: not read back.
+        let own = n == change.len() && end.checked_sub(n as u64) == Some(pending.upto);
+        let mut tail = Vec::new();
+        if !own {
+            tail = vec![0; (end - pending.upto) as usize];
+            let r = st.reader.as_ref().expect("opened above");
+            r.read_exact_at(&mut tail, pending.upto)
+                .map_err(|e| StoreError::io(&jp, e))?;
+        }
+        let tail = if own { &change[..] } else { &tail[..] };
+        let read = pending.take(tail);
         if n != change.len() || pending.upto != end {
             // Not whole: not acknowledged. All is taken in, so that the
             // cut is seen, and the exclusive way mends it.
@@ -1721,7 +1728,9 @@ impl Files {
         }
         let part = part(st);
         st.own_end = Some(end);
-        self.appended.insert(path.as_os_str().to_owned(), order);
+        if !self.appended.contains_key(path.as_os_str()) {
+            self.appended.insert(path.as_os_str().to_owned(), order);
+        }
         self.cache.remove(path.as_os_str());
         self.raw.remove(path.as_os_str());
         if end > fold_threshold(main.map_or(0, |s| s.size)) {

@@ -55,6 +55,8 @@ pub struct Store {
     options_seen: file::HashMap<std::ffi::OsString, std::sync::Arc<Records>>,
     /// `ROOT/options`, read at every command.
     global_options: PathBuf,
+    /// `ROOT/abooks`, read at every command on a book.
+    global_abooks: PathBuf,
 }
 
 impl Store {
@@ -65,6 +67,7 @@ impl Store {
             indexes: Default::default(),
             options_seen: Default::default(),
             global_options: root.join("options"),
+            global_abooks: root.join("abooks"),
         }
     }
 
