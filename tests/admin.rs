@@ -539,16 +539,16 @@ fn telemetry_records_a_users_sessions_with_secrets_masked() {
     c.ok("SET fred.note \"hello there\"");
     let r = c.cmd_sync(&[b"SET fred.lit {5}", b"abcde"]);
     assert_eq!(r.status(), "OK");
-    c.ok("LOGOUT");
+    c.logout();
     // barney has no log directory: not recorded.
     let mut b = s.login("barney");
     b.ok("NOOP");
-    b.ok("LOGOUT");
+    b.logout();
     // A password sent as a literal is masked too.
     let mut c2 = s.connect();
     let r = c2.cmd_sync(&[b"LOGIN fred {6}", b"secret"]);
     assert_eq!(r.status(), "OK");
-    c2.ok("LOGOUT");
+    c2.logout();
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let files = loop {
@@ -620,7 +620,7 @@ fn telemetry_never_records_part_of_an_over_long_login_or_authenticate() {
         assert_ne!(r.status(), "OK", "{:?}", r.lines);
     }
     c.ok("LOGIN fred secret");
-    c.ok("LOGOUT");
+    c.logout();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let log = loop {
         let files: Vec<PathBuf> = std::fs::read_dir(s.path("log/fred"))

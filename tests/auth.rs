@@ -420,7 +420,7 @@ fn logins_and_logouts_are_logged_at_level_3_not_at_2() {
             .start();
         let mut c = s.connect();
         c.ok("LOGIN fred secret");
-        c.ok("LOGOUT");
+        c.logout();
         // A session that ends without LOGOUT logs out too.
         let mut b = s.login("barney");
         b.ok("NOOP");

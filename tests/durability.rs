@@ -312,7 +312,7 @@ fn worker(port: u16, i: usize) -> Model {
             }
         }
     }
-    c.ok("LOGOUT");
+    c.logout();
     m
 }
 
@@ -437,7 +437,7 @@ fn sigkill_in_the_middle_of_renames_keeps_the_books_acl() {
     f.ok("CREATEADDRESSBOOK fred.b0");
     f.ok("STOREADDRESS fred.b0 Boss email boss@slate");
     f.ok("SETACL ADDRESSBOOK fred.b0 barney lr");
-    f.ok("LOGOUT");
+    f.logout();
     let (rounds, per_round) = (60, 6);
     let mut at = 0;
     let mut partial = 0;

@@ -202,7 +202,7 @@ fn no_zombies_after_200_sessions() {
     for i in 0..200 {
         let mut c = s.connect();
         if i % 2 == 0 {
-            c.ok("LOGOUT");
+            c.logout();
         }
         // Odd ones just drop the connection.
     }
@@ -238,7 +238,7 @@ fn sigterm_stops_the_listener_and_lets_sessions_finish() {
         "exited before its session ended"
     );
     // ...and when it ends, the listener exits.
-    c.ok("LOGOUT");
+    c.logout();
     let status = s.wait_exit(Duration::from_secs(5)).expect("listener exit");
     assert!(status.success(), "{status}");
 }
@@ -264,7 +264,7 @@ fn sigint_to_the_process_group_lets_sessions_finish() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(c.cmd("NOOP").status(), "OK");
-    c.ok("LOGOUT");
+    c.logout();
     let status = s.wait_exit(Duration::from_secs(5)).expect("listener exit");
     assert!(status.success(), "{status}");
     let log = s.log();

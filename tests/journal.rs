@@ -62,7 +62,7 @@ fn run_script(s: &Server) {
     for cmd in SCRIPT {
         c.ok(cmd);
     }
-    c.ok("LOGOUT");
+    c.logout();
 }
 
 #[test]
@@ -128,8 +128,8 @@ fn a_change_is_in_the_journal_before_ok_and_seen_by_other_sessions() {
     b.ok("DELETEADDRESS fred \"Wilma\"");
     // a sees b's delete.
     assert_eq!(a.cmd("FETCHADDRESS fred Wilma").status(), "NO");
-    a.ok("LOGOUT");
-    b.ok("LOGOUT");
+    a.logout();
+    b.logout();
     assert!(!s.path("user/fred/.journal.options").exists());
     assert!(!s.path("user/fred/.journal.abook.fred").exists());
     let book = s.read("user/fred/abook.fred");
@@ -301,14 +301,14 @@ fn the_session_with_the_journals_last_change_folds_it() {
         let mut b = s.login("fred");
         a.ok("STOREADDRESS fred \"A1\" email a1@x");
         b.ok("STOREADDRESS fred \"B1\" email b1@x");
-        a.ok("LOGOUT");
+        a.logout();
         assert!(journal.exists(), "quota {quota}: B's change came last");
         let mut c = s.login("fred");
         assert_eq!(c.ok("SEARCHADDRESS fred").len(), 2, "quota {quota}");
         // A session that wrote nothing folds nothing.
-        c.ok("LOGOUT");
+        c.logout();
         assert!(journal.exists(), "quota {quota}");
-        b.ok("LOGOUT");
+        b.logout();
         assert!(!journal.exists(), "quota {quota}");
         let text = String::from_utf8(std::fs::read(&book).unwrap()).unwrap();
         assert!(text.contains("A1\"email a1@x\n") && text.contains("B1\"email b1@x\n"));
@@ -317,11 +317,11 @@ fn the_session_with_the_journals_last_change_folds_it() {
         let mut b = s.login("fred");
         a.ok("STOREADDRESS fred \"A2\" email a2@x");
         b.ok("STOREADDRESS fred \"B2\" email b2@x");
-        b.ok("LOGOUT");
+        b.logout();
         assert!(!journal.exists(), "quota {quota}");
         let text = String::from_utf8(std::fs::read(&book).unwrap()).unwrap();
         assert!(text.contains("A2\"email a2@x\n") && text.contains("B2\"email b2@x\n"));
-        a.ok("LOGOUT");
+        a.logout();
         assert!(!journal.exists(), "quota {quota}");
         assert_eq!(
             std::fs::read_to_string(&book).unwrap(),
@@ -360,7 +360,7 @@ fn an_entry_made_at_once_in_two_cases_is_spelled_one_way() {
         c.ok("STOREADDRESS fred \"same\" f2 v2"),
         vec!["* FETCHADDRESS fred Same f0 v0 f1 v1 f2 v2"]
     );
-    c.ok("LOGOUT");
+    c.logout();
     let book = std::fs::read_to_string(s.path("user/fred/abook.fred")).unwrap();
     let lines: Vec<&str> = book
         .lines()

@@ -224,7 +224,7 @@ fn searches_map_fields_through_the_attribute_map() {
     assert_eq!(q(&mut c, "pager *"), Vec::<String>::new());
     assert_eq!(q(&mut c, "name \"\""), Vec::<String>::new());
     // Searching needs the read right, as for any book.
-    c.ok("LOGOUT");
+    c.logout();
     let mut f = s.login("fred");
     f.ok("SETACL ADDRESSBOOK fred.directory anyone l1");
     let mut c = s.login("barney");

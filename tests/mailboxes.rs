@@ -793,7 +793,7 @@ fn seen_uids_and_sessions_that_only_look() {
     // imsp.imap.servers), not sorted.
     let both = format!("{} {}", site.s1(), site.s2());
     // barney has an account (his first LOGIN made it) but no subs file.
-    s.login("barney").ok("LOGOUT");
+    s.login("barney").logout();
     assert!(!s.path("user/barney/subs").exists());
 
     // An imsp.admin.subs administrator looks without writing: no subs

@@ -378,7 +378,7 @@ fn option_locks_belong_to_sessions() {
     a.ok("UNLOCK OPTION fred.test");
     b.ok("LOCK OPTION fred.test");
     // Released at LOGOUT.
-    b.ok("LOGOUT");
+    b.logout();
     a.ok("LOCK OPTION fred.test");
     a.ok("LOCK OPTION fred.new");
     // Released when the connection just drops.

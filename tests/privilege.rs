@@ -128,8 +128,8 @@ fn started_as_root_with_user_nothing_runs_as_root_and_files_are_private() {
         assert_eq!(g, vec![gid; 4], "session {pid} Gid");
         assert_eq!(groups, vec![gid], "session {pid} groups");
     }
-    fred.ok("LOGOUT");
-    barney.ok("LOGOUT");
+    fred.logout();
+    barney.logout();
 
     let mut all = Vec::new();
     walk(&dir, &mut all);
@@ -180,7 +180,7 @@ fn no_password_reaches_a_log() {
 
     let mut c = s.connect();
     c.ok(&format!("LOGIN {USER} {PASSWORD}"));
-    c.ok("LOGOUT");
+    c.logout();
     let mut c = s.connect();
     c.fails(&format!("LOGIN {USER} {WRONG}"), "NO");
     c.fails(&format!("LOGIN {USER} \"{WRONG}\""), "NO");
@@ -199,7 +199,7 @@ fn no_password_reaches_a_log() {
     c.send(format!("{}\r\n", B64.encode(WRONG)).as_bytes());
     assert_eq!(c.read_reply("L1").status(), "NO");
     c.ok(&format!("AUTHENTICATE PLAIN {}", plain(PASSWORD)));
-    c.ok("LOGOUT");
+    c.logout();
 
     let secrets = [
         PASSWORD.to_string(),

@@ -23,9 +23,11 @@ impl Handler<'_> {
         // Before the answer, so that a client told "logged out" finds the
         // locks free.
         self.release_locks();
-        // The session's changes are in their files' journals: fold them,
-        // so that the files a client finds after LOGOUT are 1.8's.
-        self.store.files.fold_appended();
+        // The session's changes are in their files' journals, on disk
+        // since each one's OK: they are folded into the files after this
+        // answer and before the connection is closed (`Handler::end`), so
+        // that the client is not kept waiting for the fold, and the files
+        // it finds once the server has closed are 1.8's.
         out.send(Response::bye("Logging user out"));
         Done::ok("Logging user out").closing()
     }

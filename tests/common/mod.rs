@@ -495,6 +495,17 @@ impl Client {
         r.untagged()
     }
 
+    /// LOGOUT, and wait until the server closes the connection: the
+    /// session folds its journals into their files after its answer and
+    /// before it closes, so the files are whole once it has.
+    pub fn logout(&mut self) {
+        self.ok("LOGOUT");
+        assert!(
+            self.closed_within(Duration::from_secs(30)),
+            "the server did not close the connection after LOGOUT"
+        );
+    }
+
     /// [`ok`](Self::ok) for a measure: the reply is read into one buffer
     /// kept between commands, not copied into strings, so that the client
     /// costs the machine little beside the server it measures. Returns how
