@@ -177,6 +177,33 @@ pub fn record_change(recs: &mut Records, old: &str, new: &str) {
     }
 }
 
+/// How long a mailbox's deletion is remembered by default, in days.
+pub const DELETED_KEPT_DAYS: u64 = 180;
+
+/// Drop the notes of `deleted` made more than `days` days before `now`
+/// (seconds since the epoch); 0 days keeps them all. A note whose time
+/// cannot be read is kept. Returns whether any was dropped.
+fn drop_old_notes(r: &mut Records, now: u64, days: u64) -> bool {
+    if days == 0 {
+        return false;
+    }
+    let limit = now.saturating_sub(days.saturating_mul(86_400));
+    let old: Vec<Vec<u8>> = r
+        .iter()
+        .filter(|(_, v)| {
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .is_some_and(|t| t < limit)
+        })
+        .map(|(k, _)| k.to_vec())
+        .collect();
+    for k in &old {
+        r.remove(k);
+    }
+    !old.is_empty()
+}
+
 impl Store {
     pub fn mailboxes_path(&self) -> std::path::PathBuf {
         self.global_path("mailboxes")
@@ -196,7 +223,11 @@ impl Store {
         self.files.read(&p, ORDER)
     }
 
-    /// Note that `gone` were deleted and that `back` exist (again).
+    /// Note that `gone` were deleted and that `back` exist (again). Notes
+    /// older than `imsp.mailbox.deleted.days` (default
+    /// [`DELETED_KEPT_DAYS`]; 0: kept for ever) are dropped as the file is
+    /// written: a subscription to a mailbox deleted that long ago (whose
+    /// user has not listed their subscriptions since) is merely kept.
     pub fn note_deleted(&mut self, gone: &[String], back: &[String]) -> Result<(), StoreError> {
         let p = self.deleted_path();
         if back.is_empty() && gone.is_empty() {
@@ -205,6 +236,10 @@ impl Store {
         if gone.is_empty() && !self.files.exists(&p) {
             return Ok(());
         }
+        let days = self
+            .global_options()?
+            .number("imsp.mailbox.deleted.days")
+            .map_or(DELETED_KEPT_DAYS, |d| d.max(0) as u64);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -218,6 +253,7 @@ impl Store {
                 r.insert(g.as_bytes().to_vec(), now.to_string().into_bytes());
                 changed = true;
             }
+            changed |= drop_old_notes(r, now, days);
             Ok(((), changed))
         })
     }
@@ -306,6 +342,48 @@ mod tests {
         assert!(!is_external(b"{}x"));
         assert!(is_within("user.fred.work", "user.fred"));
         assert!(!is_within("user.fredx", "user.fred"));
+    }
+
+    #[test]
+    fn old_deletion_notes_are_dropped_when_the_file_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = 86_400;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        std::fs::write(
+            dir.path().join("deleted"),
+            format!(
+                "ancient {}\nrecent {}\nunreadable soon\n",
+                now - 200 * day,
+                now - 10 * day
+            ),
+        )
+        .unwrap();
+        let mut store = Store::open(dir.path());
+        store.files.fsync = false;
+        // The default: 180 days.
+        store.note_deleted(&["fresh".into()], &[]).unwrap();
+        let kept = store.deleted().unwrap();
+        let names: Vec<&[u8]> = kept.iter().map(|(k, _)| k).collect();
+        assert_eq!(names, vec![&b"fresh"[..], b"recent", b"unreadable"]);
+        // A shorter time set by the admin.
+        std::fs::write(
+            dir.path().join("options"),
+            "imsp.mailbox.deleted.days N 5\n",
+        )
+        .unwrap();
+        store.note_deleted(&[], &["fresh".into()]).unwrap();
+        let kept = store.deleted().unwrap();
+        let names: Vec<&[u8]> = kept.iter().map(|(k, _)| k).collect();
+        assert_eq!(names, vec![&b"unreadable"[..]]);
+        // 0: kept for ever.
+        let mut r = Records::new(ORDER);
+        r.insert(b"x".to_vec(), b"1".to_vec());
+        assert!(!drop_old_notes(&mut r, now, 0));
+        assert!(drop_old_notes(&mut r, now, 1));
+        assert!(r.is_empty());
     }
 
     #[test]
