@@ -368,7 +368,7 @@ fn first(e: &SearchEntry, attr: &str) -> Option<Vec<u8>> {
 /// A directory answer that `ldap3` cannot take apart would panic it: a
 /// failure of that entry instead.
 fn construct(re: ResultEntry) -> Result<SearchEntry, LdapError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| SearchEntry::construct(re)))
+    crate::log::catch_expected(|| SearchEntry::construct(re))
         .map_err(|_| LdapError::Directory("malformed search result entry".into()))
 }
 

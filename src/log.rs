@@ -80,11 +80,32 @@ pub fn reopen() {
     }
 }
 
+thread_local! {
+    /// Inside [`catch_expected`]: a panic there is a library's way of
+    /// failing on bad input, handled by the caller.
+    static EXPECTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f`, turning a panic into `Err`: for a library that panics on
+/// input it cannot take apart (the caller reports the failure its own
+/// way). Such a panic is logged at debug level only, not as an internal
+/// error.
+pub fn catch_expected<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    let was = EXPECTED.with(|e| e.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    EXPECTED.with(|e| e.set(was));
+    r
+}
+
 /// Report panics through the log (syslog, and stderr with `-d`) rather
 /// than only on a stderr that a daemon has closed. The session that hit
 /// one ends; see `daemon::spawn_session`.
 pub fn log_panics() {
     std::panic::set_hook(Box::new(|info| {
+        if EXPECTED.with(|e| e.get()) {
+            crate::log_debug!("caught a library's panic: {info}");
+            return;
+        }
         let msg = format!("internal error: {info}");
         if STDERR.load(Ordering::Relaxed) {
             let _ = writeln!(
@@ -153,3 +174,26 @@ macro_rules! log_admin { ($($a:tt)*) => { $crate::log::log($crate::log::Kind::Ad
 macro_rules! log_login { ($($a:tt)*) => { $crate::log::log($crate::log::Kind::Login, &format!($($a)*)) } }
 #[macro_export]
 macro_rules! log_debug { ($($a:tt)*) => { if $crate::log::enabled($crate::log::Kind::Debug) { $crate::log::log($crate::log::Kind::Debug, &format!($($a)*)) } } }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caught_panic_is_marked_expected_while_it_runs_and_only_then() {
+        assert!(!EXPECTED.with(|e| e.get()));
+        let inside = catch_expected(|| EXPECTED.with(|e| e.get()));
+        assert_eq!(inside.ok(), Some(true));
+        // A panic is an Err, and the mark is cleared after it.
+        let r = catch_expected(|| -> u8 { panic!("bad input") });
+        assert!(r.is_err());
+        assert!(!EXPECTED.with(|e| e.get()));
+        // Nested: the outer mark stays until the outer call ends.
+        let outer = catch_expected(|| {
+            let _ = catch_expected(|| panic!("inner"));
+            EXPECTED.with(|e| e.get())
+        });
+        assert_eq!(outer.ok(), Some(true));
+        assert!(!EXPECTED.with(|e| e.get()));
+    }
+}
