@@ -54,6 +54,21 @@ pub fn entries(recs: &Records) -> Vec<(String, Sub)> {
         .collect()
 }
 
+/// Subscribe to each of `names`, nothing seen yet: what a new user's
+/// file starts with (`imsp.default.subs`).
+fn subscribe_all(r: &mut Records, names: &[String]) {
+    for d in names {
+        put(
+            r,
+            d,
+            Sub {
+                subscribed: true,
+                seen: 0,
+            },
+        );
+    }
+}
+
 impl Store {
     pub fn subs_path(&self, user: &str) -> std::path::PathBuf {
         self.user_path(user, "subs")
@@ -66,16 +81,7 @@ impl Store {
         if !self.files.exists(&p) && self.user_exists(user) {
             self.files.update(&p, ORDER, |r| {
                 if r.is_empty() {
-                    for d in defaults {
-                        put(
-                            r,
-                            d,
-                            Sub {
-                                subscribed: true,
-                                seen: 0,
-                            },
-                        );
-                    }
+                    subscribe_all(r, defaults);
                 }
                 Ok(((), true))
             })?;
@@ -95,16 +101,7 @@ impl Store {
             return self.files.read(&p, ORDER);
         }
         let mut r = Records::new(ORDER);
-        for d in defaults {
-            put(
-                &mut r,
-                d,
-                Sub {
-                    subscribed: true,
-                    seen: 0,
-                },
-            );
-        }
+        subscribe_all(&mut r, defaults);
         Ok(Arc::new(r))
     }
 
