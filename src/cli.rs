@@ -58,8 +58,8 @@ pub struct Cli {
     #[arg(long = "login-timeout", value_name = "SECS", default_value_t = 120)]
     pub login_timeout: u64,
 
-    /// Close sessions whose client takes none of our output for this many
-    /// seconds.
+    /// Close sessions whose client has not taken what the server sends
+    /// (a response, or 64 KB of a long one) within this many seconds.
     #[arg(long = "write-timeout", value_name = "SECS", default_value_t = 300)]
     pub write_timeout: u64,
 

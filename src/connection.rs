@@ -13,16 +13,18 @@ pub struct Connection {
     output: RawFd,
     /// Reading past this instant fails with `TimedOut`.
     read_deadline: Instant,
-    /// How long one write may wait for the client to take data.
+    /// How long a flush may wait for the client to take what it sends.
     write_timeout: Duration,
     out: Vec<u8>,
     /// One socket for both ways, left blocking: a read waits in the kernel
     /// for at most the receive timeout set on it (`SO_RCVTIMEO`, this
-    /// value), never past the read deadline; a write for at most the write
-    /// timeout (`SO_SNDTIMEO`). That is one system call a read where a
-    /// non-blocking descriptor takes three (a read that would block, a
-    /// poll, the read again). `None`: non-blocking descriptors and poll
-    /// (two descriptors under inetd, or not a socket).
+    /// value), never past the read deadline. That is one system call a
+    /// read where a non-blocking descriptor takes three (a read that would
+    /// block, a poll, the read again). Writes do not wait in the kernel
+    /// (`MSG_DONTWAIT`, then poll: see [`Connection::flush`]); the write
+    /// timeout is also set as `SO_SNDTIMEO`, for a write made any other
+    /// way. `None`: non-blocking descriptors and poll (two descriptors
+    /// under inetd, or not a socket).
     blocking: Option<Duration>,
     /// Session telemetry, when it is on (see [`crate::telemetry`]).
     pub tap: Option<Box<crate::telemetry::Tap>>,
@@ -177,39 +179,53 @@ impl Connection {
         self.out.len()
     }
 
-    /// Send everything queued, or fail once the client has taken nothing
-    /// for the write timeout.
+    /// Send everything queued, or fail when the client has not taken it
+    /// all within the write timeout: a client that reads a byte now and
+    /// then cannot hold a session for ever (what is queued is at most a
+    /// response beyond 64 KB, so the least rate that keeps a session is
+    /// about 220 bytes a second at the default timeout). A socket is
+    /// written without waiting (`MSG_DONTWAIT`: one call when the data
+    /// fits, as it mostly does), then polled until the deadline.
     pub fn flush(&mut self) -> io::Result<()> {
         let mut sent = 0;
-        while sent < self.out.len() {
+        let mut deadline = None;
+        let r = loop {
+            if sent == self.out.len() {
+                break Ok(());
+            }
             let rest = &self.out[sent..];
             // SAFETY: writing from a live slice to our descriptor.
-            let n = unsafe { libc::write(self.output, rest.as_ptr().cast(), rest.len()) };
+            let n = unsafe {
+                match self.blocking {
+                    Some(_) => libc::send(
+                        self.output,
+                        rest.as_ptr().cast(),
+                        rest.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    ),
+                    None => libc::write(self.output, rest.as_ptr().cast(), rest.len()),
+                }
+            };
             if n >= 0 {
                 sent += n as usize;
                 continue;
             }
             let e = io::Error::last_os_error();
             match e.kind() {
-                // A blocking socket waited the whole write timeout.
-                io::ErrorKind::WouldBlock if self.blocking.is_some() => {
-                    self.out.clear();
-                    return Err(io::ErrorKind::TimedOut.into());
+                io::ErrorKind::WouldBlock => {
+                    // The time runs from the first wait.
+                    let until =
+                        *deadline.get_or_insert_with(|| Instant::now() + self.write_timeout);
+                    if let Err(e) = wait(self.output, libc::POLLOUT, until) {
+                        break Err(e);
+                    }
                 }
-                io::ErrorKind::WouldBlock => wait(
-                    self.output,
-                    libc::POLLOUT,
-                    Instant::now() + self.write_timeout,
-                )?,
                 io::ErrorKind::Interrupted => {}
-                _ => {
-                    self.out.clear();
-                    return Err(e);
-                }
+                _ => break Err(e),
             }
-        }
+        };
         self.out.clear();
-        Ok(())
+        r
     }
 }
 
@@ -255,5 +271,76 @@ impl Transport for Connection {
     fn go_ahead(&mut self) -> io::Result<()> {
         self.queue(b"+ go ahead\r\n");
         self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    /// A connection on one end of a socket pair whose send buffer holds
+    /// little, and the other end, read by `read_kb_every` (1 KB each time).
+    fn slow_pair(timeout: Duration) -> (Connection, UnixStream, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let small: libc::c_int = 4096;
+        // SAFETY: an int option on a socket we hold.
+        unsafe {
+            libc::setsockopt(
+                a.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&small as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let conn = Connection::new(a.as_raw_fd(), a.as_raw_fd(), timeout).unwrap();
+        assert!(conn.blocking.is_some(), "a socket: the blocking way");
+        (conn, a, b)
+    }
+
+    fn reader(mut b: UnixStream, pause: Duration) -> std::thread::JoinHandle<usize> {
+        std::thread::spawn(move || {
+            let mut got = 0;
+            let mut buf = [0u8; 1024];
+            loop {
+                match b.read(&mut buf) {
+                    Ok(0) | Err(_) => return got,
+                    Ok(n) => got += n,
+                }
+                std::thread::sleep(pause);
+            }
+        })
+    }
+
+    #[test]
+    fn a_client_that_reads_a_little_at_a_time_cannot_stretch_a_flush() {
+        let (mut conn, a, b) = slow_pair(Duration::from_secs(1));
+        // 1 KB each 20 ms: the flush makes progress all the time, but 200
+        // KB would take 4 s.
+        let slow = reader(b, Duration::from_millis(20));
+        conn.queue(&vec![b'x'; 200 * 1024]);
+        let start = Instant::now();
+        let r = conn.flush();
+        let took = start.elapsed();
+        assert_eq!(r.map_err(|e| e.kind()), Err(io::ErrorKind::TimedOut));
+        assert!(took < Duration::from_millis(2500), "took {took:?}");
+        assert_eq!(conn.queued(), 0);
+        drop(a);
+        let got = slow.join().unwrap();
+        assert!(got > 4 * 1024, "the reader took only {got} bytes");
+    }
+
+    #[test]
+    fn a_reader_that_keeps_up_gets_everything() {
+        let (mut conn, a, b) = slow_pair(Duration::from_secs(2));
+        let fast = reader(b, Duration::ZERO);
+        let data: Vec<u8> = (0..300 * 1024).map(|i| (i % 251) as u8).collect();
+        conn.queue(&data);
+        conn.flush().unwrap();
+        drop(a);
+        assert_eq!(fast.join().unwrap(), data.len());
     }
 }
