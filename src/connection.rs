@@ -282,7 +282,7 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     /// A connection on one end of a socket pair whose send buffer holds
-    /// little, and the other end, read by `read_kb_every` (1 KB each time).
+    /// little, and the other end (for [`reader`]).
     fn slow_pair(timeout: Duration) -> (Connection, UnixStream, UnixStream) {
         let (a, b) = UnixStream::pair().unwrap();
         let small: libc::c_int = 4096;

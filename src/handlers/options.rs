@@ -60,16 +60,13 @@ pub fn rfc822_now() -> String {
     }
 }
 
-/// An option name, ordered and compared as options are: without regard to
-/// case.
+/// An option name, ordered and compared as the options files order their
+/// names (`store::options::ORDER`: without regard to case).
 struct Caseless(String);
 
 impl Ord for Caseless {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
-        a.iter()
-            .map(u8::to_ascii_lowercase)
-            .cmp(b.iter().map(u8::to_ascii_lowercase))
+        crate::store::options::ORDER.cmp(self.0.as_bytes(), other.0.as_bytes())
     }
 }
 
@@ -81,7 +78,7 @@ impl PartialOrd for Caseless {
 
 impl PartialEq for Caseless {
     fn eq(&self, other: &Self) -> bool {
-        self.0.eq_ignore_ascii_case(&other.0)
+        self.cmp(other).is_eq()
     }
 }
 

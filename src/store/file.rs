@@ -1707,14 +1707,18 @@ impl Files {
         // When nothing was appended since the last read, the tail is this
         // change, as written: not read back.
         let own = n == change.len() && end.checked_sub(n as u64) == Some(pending.upto);
-        let mut tail = Vec::new();
-        if !own {
-            tail = vec![0; (end - pending.upto) as usize];
-            let r = st.reader.as_ref().expect("opened above");
-            r.read_exact_at(&mut tail, pending.upto)
-                .map_err(|e| StoreError::io(&jp, e))?;
-        }
-        let tail = if own { &change[..] } else { &tail[..] };
+        let read_back;
+        let tail: &[u8] = match own {
+            true => &change,
+            false => {
+                let mut buf = vec![0; (end - pending.upto) as usize];
+                let r = st.reader.as_ref().expect("opened above");
+                r.read_exact_at(&mut buf, pending.upto)
+                    .map_err(|e| StoreError::io(&jp, e))?;
+                read_back = buf;
+                &read_back
+            }
+        };
         let read = pending.take(tail);
         if n != change.len() || pending.upto != end {
             // Not whole: not acknowledged. All is taken in, so that the
