@@ -505,6 +505,59 @@ pub fn lock_path(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// What an open file is now: its device, inode, size and link count,
+/// asked of the kernel and nothing more. `File::metadata` asks for
+/// everything, the times with it, and on a file system with fine-grained
+/// times (ext4, xfs, tmpfs since Linux 6.13) a file whose times were
+/// asked for gets new ones at its next write, which dirties the inode:
+/// a journal looked at after each append would pay for that at every
+/// append. Not asked, the times move on coarse clock ticks as before.
+#[derive(Debug, Clone, Copy)]
+struct Ident {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    nlink: u64,
+}
+
+fn ident(f: &File) -> io::Result<Ident> {
+    use std::os::fd::AsRawFd;
+    const WANT: u32 = libc::STATX_INO | libc::STATX_SIZE | libc::STATX_NLINK;
+    let mut sx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: a descriptor we hold, an empty NUL-terminated path with
+    // AT_EMPTY_PATH (the descriptor itself), and a buffer statx fills.
+    let r = unsafe {
+        libc::statx(
+            f.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            WANT,
+            sx.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: zeroed, then filled by statx above.
+    let sx = unsafe { sx.assume_init() };
+    if sx.stx_mask & WANT != WANT {
+        // A file system that could not say: the whole stat.
+        let m = f.metadata()?;
+        return Ok(Ident {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            nlink: m.nlink(),
+        });
+    }
+    Ok(Ident {
+        dev: libc::makedev(sx.stx_dev_major, sx.stx_dev_minor),
+        ino: sx.stx_ino,
+        size: sx.stx_size,
+        nlink: u64::from(sx.stx_nlink),
+    })
+}
+
 /// An open lock file, held until dropped.
 pub struct Lock(Rc<File>);
 
@@ -515,8 +568,30 @@ pub struct Lock(Rc<File>);
 /// two processes sharing one would not exclude each other); a child of a
 /// fork drops what it inherited.
 struct LockFiles {
-    pid: u32,
+    /// [`FORKS`] when these were opened.
+    forks: u64,
     open: HashMap<OsString, Rc<File>>,
+}
+
+/// Forks this process is the child of, counted by a handler run in the
+/// child of every `fork` (registered at the first lock, before which
+/// nothing is kept): a child's inherited lock files are another
+/// process's. (Asked of an atomic, not of `getpid` at every lock.)
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn count_fork() {
+    FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn forks() -> u64 {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: the handler only increments an atomic, which is safe
+        // in the child of a fork.
+        let r = unsafe { libc::pthread_atfork(None, None, Some(count_fork)) };
+        assert_eq!(r, 0, "pthread_atfork");
+    });
+    FORKS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Enough for the files of a session; an admin command walking the whole
@@ -525,7 +600,7 @@ const LOCK_FILES_KEPT: usize = 32;
 
 thread_local! {
     static LOCK_FILES: RefCell<LockFiles> = RefCell::new(LockFiles {
-        pid: 0,
+        forks: 0,
         open: HashMap::default(),
     });
 }
@@ -548,8 +623,8 @@ impl Lock {
                 f.lock_shared()
             }
             .map_err(|e| StoreError::io(&lock_path(path), e))?;
-            match f.metadata() {
-                Ok(now) if now.nlink() > 0 => return Ok(Lock(f)),
+            match ident(&f) {
+                Ok(now) if now.nlink > 0 => return Ok(Lock(f)),
                 Ok(_) => {}
                 Err(e) => return Err(StoreError::io(&lock_path(path), e)),
             }
@@ -562,11 +637,11 @@ impl Lock {
     /// path it guards: its own name is made only to open it), or opened
     /// (made if missing) and kept.
     fn open(path: &Path) -> Result<Rc<File>, StoreError> {
-        let pid = std::process::id();
+        let forks = forks();
         if let Some(kept) = LOCK_FILES.with(|c| {
             let mut c = c.borrow_mut();
-            if c.pid != pid {
-                c.pid = pid;
+            if c.forks != forks {
+                c.forks = forks;
                 c.open.clear();
             }
             c.open.get(path.as_os_str()).cloned()
@@ -668,10 +743,10 @@ impl JournalState {
     /// The journal as it is now, through a descriptor this process keeps,
     /// while that is still the journal at its path: linked (journals are
     /// unlinked, never renamed).
-    fn linked(&self) -> Option<fs::Metadata> {
+    fn linked(&self) -> Option<Ident> {
         let f = self.reader.as_ref().or(self.writer.as_ref())?;
-        let m = f.metadata().ok()?;
-        (m.nlink() > 0 && (m.dev(), m.ino()) == self.id).then_some(m)
+        let m = ident(f).ok()?;
+        (m.nlink > 0 && (m.dev, m.ino) == self.id).then_some(m)
     }
 }
 
@@ -1026,7 +1101,7 @@ impl Files {
         {
             return Ok(Version {
                 main: base,
-                journal: Some((m.dev(), m.ino(), m.size())),
+                journal: Some((m.dev, m.ino, m.size)),
             });
         }
         let main = stat(path)?;
@@ -1151,19 +1226,19 @@ impl Files {
             .journals
             .get(path.as_os_str())
             .and_then(|st| st.linked())
-            .map(|m| stamp_of(&m));
+            .map(|m| (m.dev, m.ino, m.size));
         let look = match linked {
             Some(m) => Some(m),
-            None => stat(&jp)?,
+            None => stat(&jp)?.map(|m| (m.dev, m.ino, m.size)),
         };
-        let Some(m) = look else {
+        let Some((dev, ino, size)) = look else {
             self.journals.remove(path.as_os_str());
             return Ok(JournalView::None);
         };
-        let id = (m.dev, m.ino);
+        let id = (dev, ino);
         if let Some(st) = self.journals.get(path.as_os_str())
             && st.id == id
-            && st.seen == m.size
+            && st.seen == size
             && st.header.is_some_and(|h| h.1 == main)
         {
             // Unchanged since it was read.
@@ -1175,11 +1250,11 @@ impl Files {
         // Only what was appended since, through the descriptor kept open.
         if let Some(st) = self.journals.get_mut(path.as_os_str())
             && st.id == id
-            && m.size > st.seen
+            && size > st.seen
             && st.header.is_some_and(|h| h.1 == main)
             && st.reader.is_some()
         {
-            st.take_in_kept(m.size, &jp)?;
+            st.take_in_kept(size, &jp)?;
             return Ok(JournalView::Valid {
                 overlay: st.overlay.clone(),
                 torn: st.valid < st.seen,
@@ -1466,7 +1541,7 @@ impl Files {
             {
                 match st.linked() {
                     None => continue,
-                    Some(m) if m.size() > end => continue,
+                    Some(m) if m.size > end => continue,
                     Some(_) => {}
                 }
             }
@@ -1971,6 +2046,51 @@ mod tests {
         critical(&inside);
         drop(_l);
         waiter.join().unwrap();
+    }
+
+    #[test]
+    fn ident_agrees_with_the_whole_stat() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        fs::write(&p, b"twelve bytes").unwrap();
+        fs::hard_link(&p, dir.path().join("g")).unwrap();
+        let f = File::open(&p).unwrap();
+        let (i, m) = (ident(&f).unwrap(), fs::metadata(&p).unwrap());
+        assert_eq!((i.dev, i.ino, i.size, i.nlink), (m.dev(), m.ino(), 12, 2));
+        fs::remove_file(&p).unwrap();
+        fs::remove_file(dir.path().join("g")).unwrap();
+        assert_eq!(ident(&f).unwrap().nlink, 0);
+    }
+
+    #[test]
+    fn a_forked_child_does_not_lock_through_its_parents_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("options");
+        // Kept open by this thread, and held.
+        let held = Lock::take(&p, true).unwrap();
+        // SAFETY: the child only opens the lock file, tries it and exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                // The parent's open file would be granted the lock it holds.
+                let ok = Lock::open(&p).is_ok_and(|f| f.try_lock_exclusive().is_err());
+                // SAFETY: ending the child without running the parent's
+                // destructors.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            -1 => panic!("fork: {}", io::Error::last_os_error()),
+            pid => {
+                let mut status = 0;
+                // SAFETY: waiting for the child just forked.
+                assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                assert!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "the child locked a file its parent holds"
+                );
+            }
+        }
+        drop(held);
+        // This process still keeps its own.
+        assert!(Lock::take(&p, false).is_ok());
     }
 
     #[test]
