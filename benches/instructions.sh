@@ -10,6 +10,8 @@
 # divided by N. Needs valgrind and a release build:
 #
 #   cargo build --release && benches/instructions.sh [N]
+#
+# KEEP=1 leaves the callgrind files (for callgrind_annotate) and says where.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${IMSPD_BIN:-target/release/imspd}
@@ -17,7 +19,7 @@ N=${1:-2000}
 command -v valgrind >/dev/null || { echo "valgrind is needed" >&2; exit 1; }
 [ -x "$BIN" ] || { echo "no $BIN: cargo build --release first" >&2; exit 1; }
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+if [ -n "${KEEP:-}" ]; then echo "callgrind files kept in $WORK" >&2; else trap 'rm -rf "$WORK"' EXIT; fi
 
 # Journals on, fsync off, no quota: as `cargo bench` runs its
 # fsync-off-journal mode.

@@ -38,6 +38,7 @@ pub struct ServerBuilder {
     args: Vec<String>,
     users: Vec<(String, String)>,
     data_dir: Option<PathBuf>,
+    bin: Option<PathBuf>,
 }
 
 impl ServerBuilder {
@@ -64,6 +65,12 @@ impl ServerBuilder {
         self.users.push((name.into(), password.into()));
         self
     }
+    /// Run this imspd binary (the benchmark's base build), not
+    /// [`server_bin`].
+    pub fn bin(mut self, bin: &Path) -> Self {
+        self.bin = Some(bin.to_path_buf());
+        self
+    }
     /// Serve an existing directory (it is not removed afterwards).
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_path_buf());
@@ -86,7 +93,7 @@ impl ServerBuilder {
         }
         let log_path = tmp.path().join("imspd.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(server_bin())
+        let child = Command::new(self.bin.clone().unwrap_or_else(server_bin))
             .args(["-d", "-p", "0", "--listen", "127.0.0.1", "--data-dir"])
             .arg(&dir)
             .args(&self.args)
@@ -163,6 +170,7 @@ impl Server {
                 ("admin".into(), "adminpw".into()),
             ],
             data_dir: None,
+            bin: None,
         }
     }
 
