@@ -440,13 +440,19 @@ fn pin(servers: &[u32]) -> Option<String> {
     let set = |cpus: std::ops::Range<usize>, tid: i32| {
         // SAFETY: a cpu_set_t zeroed and filled by the CPU_* helpers,
         // given to sched_setaffinity with its size.
-        unsafe {
+        let r = unsafe {
             let mut s: libc::cpu_set_t = std::mem::zeroed();
             for c in cpus {
                 libc::CPU_SET(c, &mut s);
             }
-            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &s);
-        }
+            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &s)
+        };
+        let e = std::io::Error::last_os_error();
+        // (A task that ended meanwhile has nothing to pin.)
+        assert!(
+            r == 0 || e.raw_os_error() == Some(libc::ESRCH),
+            "sched_setaffinity({tid}): {e}"
+        );
     };
     for &pid in servers {
         let mut pids = vec![pid];
