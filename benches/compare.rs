@@ -37,17 +37,14 @@ const CYRUS_DIR: &str = "/var/lib/imsp";
 struct Mode {
     fsync: bool,
     journal: bool,
-    /// The build named by `IMSPD_BASE`, not this one.
-    base: bool,
 }
 
 impl Mode {
     fn label(self) -> String {
         format!(
-            "fsync {}, {}{}",
+            "fsync {}, {}",
             if self.fsync { "on" } else { "off" },
-            if self.journal { "journal" } else { "rewrite" },
-            if self.base { ", base build" } else { "" }
+            if self.journal { "journal" } else { "rewrite" }
         )
     }
 }
@@ -407,12 +404,26 @@ fn writers_user(round: usize) -> String {
     format!("benchconc{round}")
 }
 
-fn start_imspd(mode: Mode) -> Server {
-    let mut b = Server::builder().options(&options(mode));
-    if mode.base {
-        b = b.bin(Path::new(
-            &std::env::var_os("IMSPD_BASE").expect("IMSPD_BASE"),
-        ));
+/// One imspd measured: its mode, and the binary when it is not this
+/// build's (`IMSPD_BASE`).
+struct Run<'a> {
+    mode: Mode,
+    bin: Option<&'a Path>,
+}
+
+impl Run<'_> {
+    fn label(&self) -> String {
+        match self.bin {
+            Some(_) => format!("{}, base build", self.mode.label()),
+            None => self.mode.label(),
+        }
+    }
+}
+
+fn start_imspd(run: &Run) -> Server {
+    let mut b = Server::builder().options(&options(run.mode));
+    if let Some(bin) = run.bin {
+        b = b.bin(bin);
     }
     bench_users()
         .iter()
@@ -500,7 +511,6 @@ impl Cyrus {
         let mode = Mode {
             fsync: false,
             journal: false,
-            base: false,
         };
         std::fs::write(Path::new(CYRUS_DIR).join("options"), options(mode)).ok()?;
         for u in bench_users() {
@@ -598,25 +608,22 @@ fn main() {
         Mode {
             fsync: true,
             journal: false,
-            base: false,
         },
         Mode {
             fsync: false,
             journal: false,
-            base: false,
         },
         Mode {
             fsync: true,
             journal: true,
-            base: false,
         },
         Mode {
             fsync: false,
             journal: true,
-            base: false,
         },
     ];
-    let mut modes: Vec<Mode> = modes
+    let base = std::env::var_os("IMSPD_BASE").map(PathBuf::from);
+    let runs: Vec<Run> = modes
         .into_iter()
         .filter(|m| {
             let key = format!(
@@ -626,20 +633,21 @@ fn main() {
             );
             selected("BENCH_MODES", &key)
         })
+        .map(|mode| Run { mode, bin: None })
+        .chain(base.as_deref().map(|bin| Run {
+            mode: Mode {
+                fsync: false,
+                journal: true,
+            },
+            bin: Some(bin),
+        }))
         .collect();
-    if std::env::var_os("IMSPD_BASE").is_some() {
-        modes.push(Mode {
-            fsync: false,
-            journal: true,
-            base: true,
-        });
-    }
     // Every server runs from the start to the end, so the measures can
     // take turns between them.
-    let servers: Vec<Server> = modes.iter().map(|&m| start_imspd(m)).collect();
-    let names: Vec<String> = modes
+    let servers: Vec<Server> = runs.iter().map(start_imspd).collect();
+    let names: Vec<String> = runs
         .iter()
-        .map(|m| format!("imspd ({})", m.label()))
+        .map(|r| format!("imspd ({})", r.label()))
         .collect();
     let cyrus = match std::env::var_os("BENCH_NO_CYRUS") {
         Some(_) => None,
@@ -674,7 +682,7 @@ fn main() {
     drop(targets);
     drop(cyrus);
     drop(servers);
-    let runs: Vec<(String, Figures)> = modes.iter().map(|m| m.label()).zip(figures).collect();
+    let runs: Vec<(String, Figures)> = runs.iter().map(Run::label).zip(figures).collect();
 
     let mut t = String::new();
     let mut head = String::from("| measure |");
