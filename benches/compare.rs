@@ -14,6 +14,10 @@
 //! measures one beside this build (fsync off, journal), and `BENCH_PIN=0`
 //! lets the client share the servers' CPUs (see `pin`).
 //!
+//! SET+GET is also measured against a responder that does no work (the
+//! floor, printed under the table): what any server pays on this machine
+//! for a pair, so that what is left of a server's figures is its own work.
+//!
 //! The 8 writers are shown as entries stored per second and as entries
 //! kept per second (1.8 keeps one writer's copy of the book). For changes
 //! too small for this machine's timings, `benches/instructions.sh` counts
@@ -115,22 +119,102 @@ fn sessions_per_sec(t: &Target, n: usize) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// SET+GET pairs per second on one connection, and the session's CPU
-/// time a pair in microseconds.
-fn set_get_pairs_per_sec(t: &Target, n: usize) -> (f64, f64) {
+/// SET+GET pairs per second on one connection, the session's CPU time a
+/// pair and the client's, in microseconds.
+fn set_get_pairs_per_sec(t: &Target, n: usize) -> (f64, f64, f64) {
     let (mut c, pid) = login_with_pid(t, "bench");
     let start = Instant::now();
     let cpu = cpu_ns(pid);
+    let client = thread_cpu_ns();
     for i in 0..n {
         c.ok_count(&format!("SET bench.key v{i}"));
         // 1.8 dies on GET of an exact existing name: use a pattern.
         assert_eq!(c.ok_count("GET bench.key*"), 1);
     }
+    let client = thread_cpu_ns().saturating_sub(client);
     let cpu = cpu_ns(pid).saturating_sub(cpu);
+    let a_pair = |ns: u64| ns as f64 / 1000.0 / n as f64;
     (
         n as f64 / start.elapsed().as_secs_f64(),
-        cpu as f64 / 1000.0 / n as f64,
+        a_pair(cpu),
+        a_pair(client),
     )
+}
+
+/// The floor of a SET+GET pair on this machine: a responder that does
+/// no work (it answers every command from a constant, a thread of this
+/// benchmark on the servers' CPUs), measured as the servers are. What a
+/// server's pair costs above it is the server's own work; the rest is
+/// what any server pays here to be woken and to wake its client.
+struct Floor {
+    port: u16,
+    /// The responder's thread id (its CPU time is in
+    /// `/proc/self/task/TID/schedstat`).
+    tid: u32,
+}
+
+impl Floor {
+    fn start(cpus: Option<std::ops::Range<usize>>) -> Floor {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            if let Some(cpus) = cpus {
+                set_affinity(cpus, tid);
+            }
+            tx.send(tid as u32).unwrap();
+            // One connection at a time, as a session serves one.
+            for stream in listener.incoming() {
+                let Ok(mut out) = stream else { continue };
+                let _ = out.set_nodelay(true);
+                let _ = out.set_read_timeout(Some(Duration::from_secs(1800)));
+                let mut input = BufReader::new(out.try_clone().unwrap());
+                let _ = out.write_all(b"* OK floor ready\r\n");
+                let mut line = Vec::new();
+                let mut reply = Vec::new();
+                loop {
+                    line.clear();
+                    if input.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let tag_end = line.iter().position(|&b| b == b' ').unwrap_or(0);
+                    let (tag, command) = line.split_at(tag_end);
+                    reply.clear();
+                    if command.starts_with(b" GET") {
+                        reply.extend_from_slice(b"* OPTION bench.key v [READ-WRITE]\r\n");
+                    }
+                    reply.extend_from_slice(tag);
+                    reply.extend_from_slice(b" OK completed\r\n");
+                    if out.write_all(&reply).is_err() || command.starts_with(b" LOGOUT") {
+                        break;
+                    }
+                }
+            }
+        });
+        Floor {
+            port,
+            tid: rx.recv().unwrap(),
+        }
+    }
+
+    /// Pairs per second, and the responder's CPU time a pair (us).
+    fn set_get_pairs_per_sec(&self, n: usize) -> (f64, f64) {
+        let cpu = || cpu_ns_of(&format!("/proc/self/task/{}/schedstat", self.tid));
+        let mut c = Client::connect(self.port);
+        let start = Instant::now();
+        let before = cpu();
+        for i in 0..n {
+            c.ok_count(&format!("SET bench.key v{i}"));
+            assert_eq!(c.ok_count("GET bench.key*"), 1);
+        }
+        let used = cpu().saturating_sub(before);
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        c.ok_count("LOGOUT");
+        (rate, used as f64 / 1000.0 / n as f64)
+    }
 }
 
 /// A logged-in session, and its process.
@@ -174,7 +258,12 @@ fn search_ms(t: &Target, user: &str, runs: usize) -> (f64, f64) {
 /// The CPU time (user and system) process `pid` has used so far, in
 /// nanoseconds (`/proc/PID/schedstat`).
 fn cpu_ns(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+    cpu_ns_of(&format!("/proc/{pid}/schedstat"))
+}
+
+/// The CPU time a `schedstat` file gives, in nanoseconds.
+fn cpu_ns_of(path: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
@@ -275,8 +364,9 @@ fn idle_session_kb(t: &Target) -> u64 {
 #[derive(Default, Clone)]
 struct Figures {
     sessions: f64,
-    /// Pairs per second, and the session's CPU time a pair (us).
-    set_get: (f64, f64),
+    /// Pairs per second, and the session's and the client's CPU time a
+    /// pair (us).
+    set_get: (f64, f64, f64),
     store_5k: f64,
     search_5k: (f64, f64),
     store_10k: f64,
@@ -328,9 +418,12 @@ fn in_turns<T>(targets: &[Target], mut f: impl FnMut(&Target, usize) -> T) -> Ve
     all
 }
 
-fn measure_all(targets: &[Target], k: &Counts) -> Vec<Figures> {
+/// The figures of each target, and the floor's SET+GET (pairs per
+/// second, its CPU time a pair in us; zero when not measured).
+fn measure_all(targets: &[Target], floor: &Floor, k: &Counts) -> (Vec<Figures>, (f64, f64)) {
     let only = |m| selected("BENCH_ONLY", m);
     let mut figures: Vec<Figures> = targets.iter().map(|_| Figures::default()).collect();
+    let mut floor_figures = (0.0, 0.0);
     for t in targets {
         preload(&t.dir, "bench5k", 5_000);
         preload(&t.dir, "bench10k", 10_000);
@@ -345,11 +438,24 @@ fn measure_all(targets: &[Target], k: &Counts) -> Vec<Figures> {
     }
     if only("setget") {
         eprintln!("SET+GET");
-        let all = in_turns(targets, |t, _| set_get_pairs_per_sec(t, k.pairs));
+        // The floor takes its turn after the servers in each round.
+        let mut floor_runs = Vec::new();
+        let all = in_turns(targets, |t, _| {
+            let v = set_get_pairs_per_sec(t, k.pairs);
+            if std::ptr::eq(t, targets.last().unwrap()) {
+                floor_runs.push(floor.set_get_pairs_per_sec(k.pairs));
+            }
+            v
+        });
+        floor_figures = (
+            median(floor_runs.iter().map(|x| x.0).collect()),
+            median(floor_runs.iter().map(|x| x.1).collect()),
+        );
         for (f, v) in figures.iter_mut().zip(all) {
             f.set_get = (
                 median(v.iter().map(|x| x.0).collect()),
                 median(v.iter().map(|x| x.1).collect()),
+                median(v.iter().map(|x| x.2).collect()),
             );
         }
     }
@@ -389,7 +495,7 @@ fn measure_all(targets: &[Target], k: &Counts) -> Vec<Figures> {
             f.idle_kb = idle_session_kb(t);
         }
     }
-    figures
+    (figures, floor_figures)
 }
 
 /// Every user the measures log in as (password `benchpw`): one writers'
@@ -431,40 +537,17 @@ fn start_imspd(run: &Run) -> Server {
         .start()
 }
 
-/// On a machine of two CPUs or more (unless `BENCH_PIN=0`), the
-/// benchmark's client runs on the last CPU and every server (each process
-/// and thread of it, and the sessions it forks later) on the others, the
-/// way a load generator is kept off the system it measures. A client on
-/// the servers' CPUs takes a share of them, and how large a share depends
-/// on where the scheduler puts each session beside its client, not on
-/// the server: on this project's 2-CPU machine the 8 writers' client
-/// threads spent 0.49x to 0.76x as much CPU a store with 1.8 as with
-/// imspd, for the same work. Clients of a real server are elsewhere.
-fn pin(servers: &[u32]) -> Option<String> {
-    if std::env::var_os("BENCH_PIN").is_some_and(|v| v == "0") {
-        return None;
-    }
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if n < 2 {
-        return None;
-    }
-    let set = |cpus: std::ops::Range<usize>, tid: i32| {
-        // SAFETY: a cpu_set_t zeroed and filled by the CPU_* helpers,
-        // given to sched_setaffinity with its size.
-        let r = unsafe {
-            let mut s: libc::cpu_set_t = std::mem::zeroed();
-            for c in cpus {
-                libc::CPU_SET(c, &mut s);
-            }
-            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &s)
-        };
-        let e = std::io::Error::last_os_error();
-        // (A task that ended meanwhile has nothing to pin.)
-        assert!(
-            r == 0 || e.raw_os_error() == Some(libc::ESRCH),
-            "sched_setaffinity({tid}): {e}"
-        );
-    };
+/// Pin the benchmark's client to the last CPU and every server (each
+/// process and thread of it, and the sessions it forks later) to `cpus`,
+/// the others (see [`server_cpus`]), the way a load generator is kept off
+/// the system it measures. A client on the servers' CPUs takes a share of
+/// them, and how large a share depends on where the scheduler puts each
+/// session beside its client, not on the server: on this project's 2-CPU
+/// machine the 8 writers' client threads spent 0.49x to 0.76x as much CPU
+/// a store with 1.8 as with imspd, for the same work. Clients of a real
+/// server are elsewhere. Returns where each runs, for the table.
+fn pin(cpus: std::ops::Range<usize>, servers: &[u32]) -> String {
+    let n = cpus.end + 1;
     for &pid in servers {
         let mut pids = vec![pid];
         pids.extend(children_of(pid).into_iter().map(|(p, _)| p));
@@ -474,18 +557,44 @@ fn pin(servers: &[u32]) -> Option<String> {
                 .flatten();
             for t in tasks.flatten() {
                 if let Some(tid) = t.file_name().to_str().and_then(|s| s.parse().ok()) {
-                    set(0..n - 1, tid);
+                    set_affinity(cpus.clone(), tid);
                 }
             }
         }
     }
     // This thread, and the client threads it starts after.
-    set(n - 1..n, 0);
-    Some(format!(
-        "client on CPU {}, servers on CPUs 0-{}",
-        n - 1,
-        n - 2
-    ))
+    set_affinity(n - 1..n, 0);
+    format!("client on CPU {}, servers on CPUs 0-{}", n - 1, n - 2)
+}
+
+/// The CPUs the servers run on (all but the last), unless the client is
+/// not pinned (see [`pin`]). (Asked before `pin`: once this thread is
+/// pinned, it sees one CPU.)
+fn server_cpus() -> Option<std::ops::Range<usize>> {
+    if std::env::var_os("BENCH_PIN").is_some_and(|v| v == "0") {
+        return None;
+    }
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (n >= 2).then_some(0..n - 1)
+}
+
+/// Run task `tid` (0: the calling thread) on `cpus` only.
+fn set_affinity(cpus: std::ops::Range<usize>, tid: i32) {
+    // SAFETY: a cpu_set_t zeroed and filled by the CPU_* helpers, given
+    // to sched_setaffinity with its size.
+    let r = unsafe {
+        let mut s: libc::cpu_set_t = std::mem::zeroed();
+        for c in cpus {
+            libc::CPU_SET(c, &mut s);
+        }
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &s)
+    };
+    let e = std::io::Error::last_os_error();
+    // (A task that ended meanwhile has nothing to pin.)
+    assert!(
+        r == 0 || e.raw_os_error() == Some(libc::ESRCH),
+        "sched_setaffinity({tid}): {e}"
+    );
 }
 
 /// Debian's cyrus-imspd, on its own data directory (moved aside and put
@@ -673,11 +782,14 @@ fn main() {
             password: "benchpw",
         });
     }
-    let pinned = pin(&targets.iter().map(|t| t.listener).collect::<Vec<_>>());
+    let cpus = server_cpus();
+    let listeners: Vec<u32> = targets.iter().map(|t| t.listener).collect();
+    let pinned = cpus.clone().map(|c| pin(c, &listeners));
     if let Some(p) = &pinned {
         eprintln!("pinned: {p}");
     }
-    let mut figures = measure_all(&targets, &k);
+    let floor = Floor::start(cpus);
+    let (mut figures, floor) = measure_all(&targets, &floor, &k);
     let f_cy = cyrus.as_ref().and_then(|_| figures.pop());
     drop(targets);
     drop(cyrus);
@@ -731,6 +843,7 @@ fn main() {
         "/s",
     );
     row("SET+GET, session CPU a pair", |f| f.set_get.1, false, "us");
+    row("SET+GET, client CPU a pair", |f| f.set_get.2, false, "us");
     row(
         "STOREADDRESS/s, 5,000-entry book",
         |f| f.store_5k,
@@ -822,6 +935,14 @@ fn main() {
             .unwrap_or_else(|| "not run".into())
     );
     let _ = writeln!(t, "{kept}");
+    if floor.0 > 0.0 {
+        let _ = writeln!(
+            t,
+            "(SET+GET floor, a responder doing no work on the servers' CPUs: \
+             {:.1} pairs/s, {:.1} us of its CPU a pair)",
+            floor.0, floor.1
+        );
+    }
     let _ = writeln!(
         t,
         "(ratios: above 1 means imspd is better; for times and memory, 1.8 / imspd)"
