@@ -126,11 +126,7 @@ fn set_get_pairs_per_sec(t: &Target, n: usize) -> (f64, f64, f64) {
     let start = Instant::now();
     let cpu = cpu_ns(pid);
     let client = thread_cpu_ns();
-    for i in 0..n {
-        c.ok_count(&format!("SET bench.key v{i}"));
-        // 1.8 dies on GET of an exact existing name: use a pattern.
-        assert_eq!(c.ok_count("GET bench.key*"), 1);
-    }
+    set_get_pairs(&mut c, n);
     let client = thread_cpu_ns().saturating_sub(client);
     let cpu = cpu_ns(pid).saturating_sub(cpu);
     let a_pair = |ns: u64| ns as f64 / 1000.0 / n as f64;
@@ -139,6 +135,15 @@ fn set_get_pairs_per_sec(t: &Target, n: usize) -> (f64, f64, f64) {
         a_pair(cpu),
         a_pair(client),
     )
+}
+
+/// `n` SET+GET pairs, the same for every server and the floor.
+fn set_get_pairs(c: &mut Client, n: usize) {
+    for i in 0..n {
+        c.ok_count(&format!("SET bench.key v{i}"));
+        // 1.8 dies on GET of an exact existing name: use a pattern.
+        assert_eq!(c.ok_count("GET bench.key*"), 1);
+    }
 }
 
 /// The floor of a SET+GET pair on this machine: a responder that does
@@ -206,10 +211,7 @@ impl Floor {
         let mut c = Client::connect(self.port);
         let start = Instant::now();
         let before = cpu();
-        for i in 0..n {
-            c.ok_count(&format!("SET bench.key v{i}"));
-            assert_eq!(c.ok_count("GET bench.key*"), 1);
-        }
+        set_get_pairs(&mut c, n);
         let used = cpu().saturating_sub(before);
         let rate = n as f64 / start.elapsed().as_secs_f64();
         c.ok_count("LOGOUT");
@@ -447,10 +449,12 @@ fn measure_all(targets: &[Target], floor: &Floor, k: &Counts) -> (Vec<Figures>, 
             }
             v
         });
-        floor_figures = (
-            median(floor_runs.iter().map(|x| x.0).collect()),
-            median(floor_runs.iter().map(|x| x.1).collect()),
-        );
+        if !floor_runs.is_empty() {
+            floor_figures = (
+                median(floor_runs.iter().map(|x| x.0).collect()),
+                median(floor_runs.iter().map(|x| x.1).collect()),
+            );
+        }
         for (f, v) in figures.iter_mut().zip(all) {
             f.set_get = (
                 median(v.iter().map(|x| x.0).collect()),
