@@ -840,10 +840,11 @@ fn main() {
             None => line.push_str(" not run |"),
         }
         for (_, f) in &runs {
-            let r = if higher_better {
-                ratio(g(f), c)
-            } else {
-                ratio(c.unwrap_or(0.0), Some(g(f)))
+            let r = match (higher_better, c) {
+                (true, _) => ratio(g(f), c),
+                (false, Some(c)) => ratio(c, Some(g(f))),
+                // 1.8 not run: no ratio, not 0.00x.
+                (false, None) => "-".into(),
             };
             let _ = write!(line, " {r} |");
         }
