@@ -566,7 +566,8 @@ fn start_imspd(run: &Run) -> Server {
 /// a store with 1.8 as with imspd, for the same work. Clients of a real
 /// server are elsewhere. Returns where each runs, for the table.
 fn pin(cpus: std::ops::Range<usize>, servers: &[u32]) -> String {
-    let n = cpus.end + 1;
+    // The CPU after the servers' (the last).
+    let client = cpus.end;
     for &pid in servers {
         let mut pids = vec![pid];
         pids.extend(children_of(pid).into_iter().map(|(p, _)| p));
@@ -582,8 +583,12 @@ fn pin(cpus: std::ops::Range<usize>, servers: &[u32]) -> String {
         }
     }
     // This thread, and the client threads it starts after.
-    set_affinity(n - 1..n, 0);
-    format!("client on CPU {}, servers on CPUs 0-{}", n - 1, n - 2)
+    set_affinity(client..client + 1, 0);
+    format!(
+        "client on CPU {client}, servers on CPUs {}-{}",
+        cpus.start,
+        cpus.end - 1
+    )
 }
 
 /// The CPUs the servers run on (all but the last), unless the client is
