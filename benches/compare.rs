@@ -11,12 +11,17 @@
 //! search, store, writers, idle), `BENCH_NO_CYRUS=1` skips 1.8,
 //! `BENCH_PER_WRITER=N` has each of the 8 writers store N entries, and
 //! `IMSPD_BIN=path` measures another build of imspd, `IMSPD_BASE=path`
-//! measures one beside this build (fsync off, journal), and `BENCH_PIN=0`
-//! lets the client share the servers' CPUs (see `pin`).
+//! measures one beside this build (fsync off, journal; this build again
+//! shows the noise), `BENCH_ROUNDS=N` runs the short measures in at least
+//! N rounds (default 9), and `BENCH_PIN=0` lets the client share the
+//! servers' CPUs (see `pin`).
 //!
 //! SET+GET is also measured against a responder that does no work (the
 //! floor, printed under the table): what any server pays on this machine
 //! for a pair, so that what is left of a server's figures is its own work.
+//! Under the table too: SET+GET against 1.8 round by round (the median
+//! of the ratios of rounds run close together, finer than the ratio of
+//! two medians).
 //!
 //! The 8 writers are shown as entries stored per second and as entries
 //! kept per second (1.8 keeps one writer's copy of the book). For changes
@@ -369,6 +374,8 @@ struct Figures {
     /// Pairs per second, and the session's and the client's CPU time a
     /// pair (us).
     set_get: (f64, f64, f64),
+    /// Pairs per second of each round, in round order.
+    set_get_rounds: Vec<f64>,
     store_5k: f64,
     search_5k: (f64, f64),
     store_10k: f64,
@@ -398,26 +405,67 @@ fn selected(var: &str, what: &str) -> bool {
 }
 
 /// The short measures (sessions, SET+GET, searches, 8 writers: a second
-/// or less each) are run this many times and the median kept: one run is
-/// at the mercy of this machine's noise. The rounds take turns between
-/// the servers (imspd's modes and 1.8, all running), so a slower minute
-/// falls on all of them alike.
+/// or less each) are run at least this many times and the median kept:
+/// one run is at the mercy of this machine's noise. The rounds take turns
+/// between the servers (imspd's modes and 1.8, all running), so a slower
+/// minute falls on all of them alike.
 const ROUNDS: usize = 9;
+
+/// Most servers measured in one run: imspd's four modes, a base build
+/// and 1.8.
+const MOST_TARGETS: usize = 6;
+
+/// Rounds for `n` taking turns: a multiple of `n`, so that with each
+/// round starting one further along (see [`rotated`]) each takes each
+/// place in the order equally often. At least `BENCH_ROUNDS` (default
+/// [`ROUNDS`]): more for a finer comparison.
+fn rounds_for(n: usize) -> usize {
+    let n = n.max(1);
+    let least = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&r: &usize| r > 0)
+        .unwrap_or(ROUNDS);
+    least.div_ceil(n) * n
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-/// `f` for each target, round after round: the values of each target.
-fn in_turns<T>(targets: &[Target], mut f: impl FnMut(&Target, usize) -> T) -> Vec<Vec<T>> {
-    let mut all: Vec<Vec<T>> = targets.iter().map(|_| Vec::new()).collect();
-    for round in 0..ROUNDS {
-        for (t, v) in targets.iter().zip(&mut all) {
-            v.push(f(t, round));
+/// `f(i, round)` for each `i` of `0..n`, round after round: the values of
+/// each. Each round starts one further along, so that no place in the
+/// order is favoured: in the same order every round, an identical build
+/// measured second did 1.3% to 2.6% more SET+GET pairs a second than the
+/// one measured first, in four runs out of four.
+///
+/// Each measure starts on a quiet disk ([`quiet`]).
+fn rotated<T>(n: usize, mut f: impl FnMut(usize, usize) -> T) -> Vec<Vec<T>> {
+    let mut all: Vec<Vec<T>> = (0..n).map(|_| Vec::new()).collect();
+    for round in 0..rounds_for(n) {
+        for k in 0..n {
+            let i = (round + k) % n;
+            quiet();
+            all[i].push(f(i, round));
         }
     }
     all
+}
+
+/// Write back what the page cache holds, then let the kernel's threads
+/// finish: the writeback of the modes that do not fsync, and the file
+/// system's journal after those that do, would otherwise fall on
+/// whichever server is measured next.
+fn quiet() {
+    // SAFETY: sync has no preconditions.
+    unsafe { libc::sync() };
+    std::thread::sleep(Duration::from_millis(50));
+}
+
+/// `f` for each target, in [`rotated`] turns: the values of each target.
+fn in_turns<T>(targets: &[Target], mut f: impl FnMut(&Target, usize) -> T) -> Vec<Vec<T>> {
+    rotated(targets.len(), |i, round| f(&targets[i], round))
 }
 
 /// The figures of each target, and the floor's SET+GET (pairs per
@@ -440,22 +488,26 @@ fn measure_all(targets: &[Target], floor: &Floor, k: &Counts) -> (Vec<Figures>, 
     }
     if only("setget") {
         eprintln!("SET+GET");
-        // The floor takes its turn after the servers in each round.
-        let mut floor_runs = Vec::new();
-        let all = in_turns(targets, |t, _| {
-            let v = set_get_pairs_per_sec(t, k.pairs);
-            if std::ptr::eq(t, targets.last().unwrap()) {
-                floor_runs.push(floor.set_get_pairs_per_sec(k.pairs));
-            }
-            v
-        });
-        if !floor_runs.is_empty() {
+        // The floor takes its turns with the servers, as one more.
+        let n = targets.len();
+        let mut all = match n {
+            0 => Vec::new(),
+            _ => rotated(n + 1, |i, _| match targets.get(i) {
+                Some(t) => set_get_pairs_per_sec(t, k.pairs),
+                None => {
+                    let (rate, cpu) = floor.set_get_pairs_per_sec(k.pairs);
+                    (rate, cpu, 0.0)
+                }
+            }),
+        };
+        if let Some(floor_runs) = all.pop() {
             floor_figures = (
                 median(floor_runs.iter().map(|x| x.0).collect()),
                 median(floor_runs.iter().map(|x| x.1).collect()),
             );
         }
         for (f, v) in figures.iter_mut().zip(all) {
+            f.set_get_rounds = v.iter().map(|x| x.0).collect();
             f.set_get = (
                 median(v.iter().map(|x| x.0).collect()),
                 median(v.iter().map(|x| x.1).collect()),
@@ -504,7 +556,8 @@ fn measure_all(targets: &[Target], floor: &Floor, k: &Counts) -> (Vec<Figures>, 
             let cpu = median(rounds.iter().map(|r| r.2).collect());
             f.concurrent_client = median(rounds.iter().map(|r| r.3).collect());
             rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
-            f.concurrent = (rounds[ROUNDS / 2].0, rounds[ROUNDS / 2].1, cpu);
+            let mid = rounds.len() / 2;
+            f.concurrent = (rounds[mid].0, rounds[mid].1, cpu);
             let (rate, kept, _) = f.concurrent;
             f.concurrent_kept = rate * kept as f64 / (8 * k.per_writer) as f64;
         }
@@ -521,7 +574,8 @@ fn measure_all(targets: &[Target], floor: &Floor, k: &Counts) -> (Vec<Figures>, 
 /// book a round.
 fn bench_users() -> Vec<String> {
     let fixed = ["bench", "bench5k", "bench10k", "bench100k"].map(String::from);
-    let conc = (0..ROUNDS).map(writers_user);
+    let most = (1..=MOST_TARGETS).map(rounds_for).max().unwrap_or(1);
+    let conc = (0..most).map(writers_user);
     fixed.into_iter().chain(conc).collect()
 }
 
@@ -699,6 +753,19 @@ impl Drop for Cyrus {
     }
 }
 
+/// `a` against `b` round by round (the same rounds, each measured close
+/// in time, so that a slower minute falls on both): the median of the
+/// ratios, and their lower and upper quartiles.
+fn paired_ratios(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
+    let mut r: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b).collect();
+    if r.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    r.sort_by(f64::total_cmp);
+    let at = |q: usize| r[(r.len() - 1) * q / 4];
+    (median(r.clone()), at(1), at(3))
+}
+
 fn ratio(a: f64, b: Option<f64>) -> String {
     match b {
         Some(b) if b > 0.0 => format!("{:.2}x", a / b),
@@ -806,6 +873,9 @@ fn main() {
             password: "benchpw",
         });
     }
+    // (Each round of the 8 writers has its own user, made for as many
+    // rounds as this many servers take.)
+    assert!(targets.len() <= MOST_TARGETS);
     let cpus = server_cpus();
     let listeners: Vec<u32> = targets.iter().map(|t| t.listener).collect();
     let pinned = cpus.clone().map(|c| pin(c, &listeners));
@@ -967,6 +1037,19 @@ fn main() {
              {:.1} pairs/s, {:.1} us of its CPU a pair)",
             floor.0, floor.1
         );
+    }
+    if let Some(cy) = f_cy.as_ref().filter(|c| !c.set_get_rounds.is_empty()) {
+        let mut line = format!(
+            "(SET+GET against 1.8 round by round, the median ratio and the \
+             middle half of {} rounds:",
+            cy.set_get_rounds.len()
+        );
+        for (label, f) in &runs {
+            let (mid, lo, hi) = paired_ratios(&f.set_get_rounds, &cy.set_get_rounds);
+            let _ = write!(line, " {label} {mid:.3}x ({lo:.2}x to {hi:.2}x);");
+        }
+        line.pop();
+        let _ = writeln!(t, "{line})");
     }
     let _ = writeln!(
         t,
