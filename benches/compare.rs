@@ -21,7 +21,8 @@
 //! for a pair, so that what is left of a server's figures is its own work.
 //! Under the table too: SET+GET against 1.8 round by round (the median
 //! of the ratios of rounds run close together, finer than the ratio of
-//! two medians).
+//! two medians), with a 95% confidence interval for that median and the
+//! count of rounds imspd led: the test of "at least equal".
 //!
 //! The 8 writers are shown as entries stored per second and as entries
 //! kept per second (1.8 keeps one writer's copy of the book). For changes
@@ -756,16 +757,73 @@ impl Drop for Cyrus {
 }
 
 /// `a` against `b` round by round (the same rounds, each measured close
-/// in time, so that a slower minute falls on both): the median of the
-/// ratios, and their lower and upper quartiles.
-fn paired_ratios(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
+/// in time, so that a slower minute falls on both).
+struct Paired {
+    /// The median of the ratios, and their lower and upper quartiles.
+    median: f64,
+    lo: f64,
+    hi: f64,
+    /// A 95% confidence interval for the median ratio, from the order
+    /// statistics alone (no assumption about how the noise is spread):
+    /// when it holds 1, the two are not shown to differ.
+    ci: (f64, f64),
+    /// Rounds in which `a` did better, of how many.
+    ahead: usize,
+    rounds: usize,
+}
+
+fn paired_ratios(a: &[f64], b: &[f64]) -> Paired {
     let mut r: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b).collect();
-    if r.is_empty() {
-        return (0.0, 0.0, 0.0);
+    let n = r.len();
+    if n == 0 {
+        return Paired {
+            median: 0.0,
+            lo: 0.0,
+            hi: 0.0,
+            ci: (0.0, 0.0),
+            ahead: 0,
+            rounds: 0,
+        };
     }
     r.sort_by(f64::total_cmp);
-    let at = |q: usize| r[(r.len() - 1) * q / 4];
-    (r[r.len() / 2], at(1), at(3))
+    let at = |q: usize| r[(n - 1) * q / 4];
+    let k = median_ci_rank(n);
+    let ci = match k {
+        0 => (r[0], r[n - 1]),
+        k => (r[k - 1], r[n - k]),
+    };
+    Paired {
+        median: r[n / 2],
+        lo: at(1),
+        hi: at(3),
+        ci,
+        ahead: r.iter().filter(|&&x| x > 1.0).count(),
+        rounds: n,
+    }
+}
+
+/// The largest k (1-based) such that the k-th smallest and the k-th
+/// largest of n values bound their median with at least 95% confidence:
+/// the chance that fewer than k of n fall below the median, Binomial(n,
+/// 1/2), is at most 2.5%. 0 when n is too small for any (n < 6).
+fn median_ci_rank(n: usize) -> usize {
+    // ln C(n, i) - n ln 2, summed as probabilities from i = 0 up.
+    let ln2n = n as f64 * std::f64::consts::LN_2;
+    let mut ln_c = 0.0f64;
+    let mut below = 0.0f64;
+    let mut k = 0;
+    for i in 0..n {
+        if i > 0 {
+            ln_c += ((n - i + 1) as f64).ln() - (i as f64).ln();
+        }
+        below += (ln_c - ln2n).exp();
+        if below > 0.025 {
+            break;
+        }
+        // P(fewer than i + 1 below) <= 2.5%: rank i + 1 bounds it.
+        k = i + 1;
+    }
+    k
 }
 
 fn ratio(a: f64, b: Option<f64>) -> String {
@@ -1047,8 +1105,13 @@ fn main() {
             cy.set_get_rounds.len()
         );
         for (label, f) in &runs {
-            let (mid, lo, hi) = paired_ratios(&f.set_get_rounds, &cy.set_get_rounds);
-            let _ = write!(line, " {label} {mid:.3}x ({lo:.2}x to {hi:.2}x);");
+            let p = paired_ratios(&f.set_get_rounds, &cy.set_get_rounds);
+            let _ = write!(
+                line,
+                " {label} {:.3}x ({:.2}x to {:.2}x; 95% interval of the median \
+                 {:.3}x to {:.3}x; ahead in {} of {});",
+                p.median, p.lo, p.hi, p.ci.0, p.ci.1, p.ahead, p.rounds
+            );
         }
         line.pop();
         let _ = writeln!(t, "{line})");
