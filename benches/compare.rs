@@ -758,6 +758,7 @@ impl Drop for Cyrus {
 
 /// `a` against `b` round by round (the same rounds, each measured close
 /// in time, so that a slower minute falls on both).
+#[derive(Default)]
 struct Paired {
     /// The median of the ratios, and their lower and upper quartiles.
     median: f64,
@@ -765,40 +766,30 @@ struct Paired {
     hi: f64,
     /// A 95% confidence interval for the median ratio, from the order
     /// statistics alone (no assumption about how the noise is spread):
-    /// when it holds 1, the two are not shown to differ.
-    ci: (f64, f64),
-    /// Rounds in which `a` did better, of how many.
+    /// when it holds 1, the two are not shown to differ. `None`: too few
+    /// rounds for one.
+    ci: Option<(f64, f64)>,
+    /// Rounds in which `a` did better.
     ahead: usize,
-    rounds: usize,
 }
 
 fn paired_ratios(a: &[f64], b: &[f64]) -> Paired {
     let mut r: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b).collect();
     let n = r.len();
     if n == 0 {
-        return Paired {
-            median: 0.0,
-            lo: 0.0,
-            hi: 0.0,
-            ci: (0.0, 0.0),
-            ahead: 0,
-            rounds: 0,
-        };
+        return Paired::default();
     }
     r.sort_by(f64::total_cmp);
     let at = |q: usize| r[(n - 1) * q / 4];
-    let k = median_ci_rank(n);
-    let ci = match k {
-        0 => (r[0], r[n - 1]),
-        k => (r[k - 1], r[n - k]),
-    };
     Paired {
         median: r[n / 2],
         lo: at(1),
         hi: at(3),
-        ci,
+        ci: match median_ci_rank(n) {
+            0 => None,
+            k => Some((r[k - 1], r[n - k])),
+        },
         ahead: r.iter().filter(|&&x| x > 1.0).count(),
-        rounds: n,
     }
 }
 
@@ -1106,11 +1097,14 @@ fn main() {
         );
         for (label, f) in &runs {
             let p = paired_ratios(&f.set_get_rounds, &cy.set_get_rounds);
+            let ci = match p.ci {
+                Some((lo, hi)) => format!("95% interval of the median {lo:.3}x to {hi:.3}x"),
+                None => "too few rounds for an interval".into(),
+            };
             let _ = write!(
                 line,
-                " {label} {:.3}x ({:.2}x to {:.2}x; 95% interval of the median \
-                 {:.3}x to {:.3}x; ahead in {} of {});",
-                p.median, p.lo, p.hi, p.ci.0, p.ci.1, p.ahead, p.rounds
+                " {label} {:.3}x ({:.2}x to {:.2}x; {ci}; imspd ahead in {} rounds);",
+                p.median, p.lo, p.hi, p.ahead
             );
         }
         line.pop();
