@@ -85,6 +85,14 @@ pub fn run(
     }
     // The global options, kept parsed so that each session starts with them.
     let mut warm = Store::open(&settings.data_dir);
+    // Mapped once here: each session takes the listener's store over,
+    // mapping and all.
+    if warm.files.generation().is_none() {
+        crate::log_warn!(
+            "no change counter in {} (a network file system, or it cannot be made): every command looks at its files",
+            settings.data_dir.display()
+        );
+    }
     apply_log_level(&mut warm);
     for l in &listeners {
         crate::log_login!("listening on {}", l.local_addr()?);

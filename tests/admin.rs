@@ -490,6 +490,11 @@ fn backup_while_serving_and_restore() {
     assert!(o.status.success(), "{}", stderr(&o));
     writer.join().unwrap();
     assert!(!bk.join("options.").exists(), "lock files are not copied");
+    assert!(s.dir.join("imspd.generation").exists());
+    assert!(
+        !bk.join("imspd.generation").exists(),
+        "the change counter is not copied"
+    );
     // Every file of the backup is whole: no damaged line. (Usage is
     // per file: it may lag the book copied before it; see the docs.)
     let o = tool(&bk, &["check"]);

@@ -257,6 +257,47 @@ fn two_sessions_see_each_others_writes() {
     );
 }
 
+/// A session whose change counter has not moved does not look at its
+/// files again (imspd.generation): a change another session made, and
+/// acknowledged, is still seen by the very next command, whether the
+/// change was journaled or rewrote the file, and whoever made it.
+#[test]
+fn a_session_that_has_not_looked_sees_a_change_acknowledged_elsewhere() {
+    for journal in ["-", "+"] {
+        let s = Server::builder()
+            .option_line(&format!("imsp.db.journal N {journal}"))
+            .start();
+        let mut a = s.login("fred");
+        let mut b = s.login("fred");
+        let mut admin = s.login("admin");
+        for i in 0..40 {
+            // `a` reads over and over (the counter still), then `b`
+            // changes the file under it.
+            a.ok(&format!("SET mine.{i} a{i}"));
+            for _ in 0..3 {
+                a.ok("GET shared.x");
+            }
+            b.ok(&format!("SET shared.x b{i}"));
+            assert_eq!(
+                a.ok("GET shared.x"),
+                vec![format!("* OPTION shared.x b{i} [READ-WRITE]")],
+                "journal {journal}, round {i}"
+            );
+            // A global option set by an administrator, read by a session
+            // that was still.
+            admin.ok(&format!("SET *site.round {i}"));
+            assert_eq!(
+                a.ok("GET site.round"),
+                vec![format!("* OPTION site.round {i} [READ-WRITE]")],
+                "journal {journal}, round {i}"
+            );
+        }
+        let m = std::fs::metadata(s.path("imspd.generation")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!((m.len(), m.permissions().mode() & 0o777), (4096, 0o600));
+    }
+}
+
 #[test]
 fn an_edit_of_the_options_file_is_seen_live() {
     let s = Server::start();
@@ -264,17 +305,23 @@ fn an_edit_of_the_options_file_is_seen_live() {
     assert!(c.ok("GET site.motd").is_empty());
     let mut g = s.read("options");
     g.push_str("site.motd R welcome back\n");
+    // An edit by hand moves no change counter: it is seen by every
+    // command that starts a second or more after it.
+    let after_a_second = |c: &mut Client, command: &str| {
+        std::thread::sleep(Duration::from_millis(1100));
+        c.ok(command)
+    };
     // An editor writing in place, and one replacing the file.
     std::fs::write(s.path("options"), &g).unwrap();
     assert_eq!(
-        c.ok("GET site.motd"),
+        after_a_second(&mut c, "GET site.motd"),
         vec!["* OPTION site.motd \"welcome back\" [READ-ONLY]"]
     );
     let tmp = s.path("options.new");
     std::fs::write(&tmp, g.replace("welcome back", "hello again")).unwrap();
     std::fs::rename(&tmp, s.path("options")).unwrap();
     assert_eq!(
-        c.ok("GET site.motd"),
+        after_a_second(&mut c, "GET site.motd"),
         vec!["* OPTION site.motd \"hello again\" [READ-ONLY]"]
     );
     // A damaged line is skipped, not fatal, and the admin is told.
@@ -284,7 +331,7 @@ fn an_edit_of_the_options_file_is_seen_live() {
     )
     .unwrap();
     assert_eq!(
-        c.ok("GET site.motd"),
+        after_a_second(&mut c, "GET site.motd"),
         vec!["* OPTION site.motd \"welcome back\" [READ-ONLY]"]
     );
     assert!(c.ok("GET site.bad").is_empty());
@@ -294,9 +341,19 @@ fn an_edit_of_the_options_file_is_seen_live() {
         log.contains("option \"site.bad\" skipped: its type is not N, R or W"),
         "{log}"
     );
-    // Once per change of the file, not at every command.
+    // Once per change of the file, not at every command (by the session;
+    // the listener reads the file too, and says so once as well).
     c.ok("GET site.motd");
-    assert_eq!(s.log().matches("\"site.bad\" skipped").count(), 1);
+    let listener = format!("imspd[{}]", s.pid());
+    let said = || {
+        s.log()
+            .lines()
+            .filter(|l| l.contains("\"site.bad\" skipped") && !l.starts_with(&listener))
+            .count()
+    };
+    assert_eq!(said(), 1);
+    after_a_second(&mut c, "GET site.motd");
+    assert_eq!(said(), 1);
 }
 
 /// A usage recorded lower than what the options cost (an edited or

@@ -23,7 +23,8 @@ fn is_data(rel: &Path, name: &str) -> bool {
     !(name.ends_with('.')
         || name.starts_with(".tmp.")
         || name.starts_with(".journal.")
-        || rel == Path::new("log"))
+        || rel == Path::new("log")
+        || rel == Path::new(crate::store::generation::FILE))
 }
 
 /// The data files and directories under `root`, relative, sorted; with
@@ -267,5 +268,9 @@ pub fn restore(snap: &Snapshot, data_dir: &Path, force: bool) -> Result<(usize, 
         }
     }
     sync_dir(data_dir).map_err(|e| e.to_string())?;
+    // Sessions running meanwhile (`--force`) look at their files again.
+    if let Some(g) = crate::store::generation::Generation::open(data_dir) {
+        g.bump();
+    }
     Ok((snap.files.len(), removed))
 }

@@ -3,7 +3,7 @@
 //! file is unchanged, and rewritten atomically (temp file, fsync, rename,
 //! fsync of the directory) under the exclusive lock.
 
-use std::cell::RefCell;
+use std::cell::{Cell, OnceCell, RefCell};
 use std::cmp::Ordering;
 use std::collections::HashMap as StdHashMap;
 use std::ffi::OsString;
@@ -14,11 +14,13 @@ use std::os::unix::fs::{FileExt as _, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use fs2::FileExt;
 
 use super::StoreError;
 use super::codec;
+use super::generation::Generation;
 use super::journal::{self, Base, Op, Overlay, journal_path};
 
 /// A hasher for the path-keyed caches of one process: paths are hashed
@@ -791,6 +793,43 @@ pub struct Files {
     /// Whether changes to files there are journaled (else every change
     /// rewrites its file).
     pub journaling: bool,
+    /// The data directory, whose change counter this process bumps and
+    /// reads (`None`: no counter; every command looks at its files).
+    root: Option<PathBuf>,
+    /// The change counter, mapped at first use (see [`generation`](super::generation)).
+    generation: OnceCell<Option<Rc<Generation>>>,
+    /// The counter when this process last looked at every file it reads,
+    /// as its own changes since have moved it, with when it looked
+    /// (`None`: another process changed something since).
+    quiet: Rc<Cell<Option<(u64, Instant)>>>,
+}
+
+/// However still the change counter, a session looks at its files again
+/// this often: what changes without it (a hand edit, a change whose
+/// process was killed before it counted it) is seen within this.
+pub const QUIET_FOR: Duration = Duration::from_secs(1);
+
+/// Counts the change a write may have made when dropped (when the write
+/// is done, or given up part way), before its caller answers.
+struct Counted {
+    generation: Rc<Generation>,
+    quiet: Rc<Cell<Option<(u64, Instant)>>>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        count(&self.generation, &self.quiet);
+    }
+}
+
+/// Count a change of this process: the counter moves on, and this
+/// process's mark with it if nothing else moved it meanwhile.
+fn count(generation: &Generation, quiet: &Cell<Option<(u64, Instant)>>) {
+    let before = generation.bump();
+    quiet.set(match quiet.get() {
+        Some((mark, since)) if mark == before => Some((before + 1, since)),
+        _ => None,
+    });
 }
 
 impl Default for Files {
@@ -807,6 +846,9 @@ impl Default for Files {
             fsync: true,
             journal_dir: None,
             journaling: false,
+            root: None,
+            generation: OnceCell::new(),
+            quiet: Rc::default(),
         }
     }
 }
@@ -1031,15 +1073,80 @@ impl Files {
     pub fn under(root: &Path) -> Files {
         Files {
             journal_dir: Some(root.join("user")),
+            root: Some(root.to_path_buf()),
             ..Files::default()
         }
     }
 
-    /// A new command begins: files are looked at again.
+    /// The data directory's change counter, mapped the first time (by the
+    /// listener before it forks, so that sessions share its mapping).
+    pub fn generation(&self) -> Option<&Rc<Generation>> {
+        self.generation
+            .get_or_init(|| Some(Rc::new(Generation::open(self.root.as_deref()?)?)))
+            .as_ref()
+    }
+
+    /// For a write: counts the change when dropped.
+    fn counting(&self) -> Option<Counted> {
+        Some(Counted {
+            generation: self.generation()?.clone(),
+            quiet: self.quiet.clone(),
+        })
+    }
+
+    /// Count a change made outside the writes of this type (a directory
+    /// made).
+    pub fn count_change(&self) {
+        if let Some(g) = self.generation() {
+            count(g, &self.quiet);
+        }
+    }
+
+    /// A new command begins: files are looked at again, unless no process
+    /// has changed one since this one last looked (and that was less than
+    /// [`QUIET_FOR`] ago; what it found then stands).
     pub fn new_command(&mut self) {
         LOOK.set(LOOK.get() + 1);
+        if self.still() {
+            // (A directory found missing is looked for again: one made by
+            // hand, for a new user, is seen at once.)
+            self.dirs.get_mut().retain(|_, found| *found);
+            return;
+        }
         self.seen.get_or_insert_default().clear();
         self.dirs.get_mut().clear();
+    }
+
+    /// Whether what this process last found of its files stands: the
+    /// change counter is where its last look (and its own changes since)
+    /// left it. If not, the counter is noted before this command looks.
+    fn still(&self) -> bool {
+        let Some(g) = self.generation() else {
+            return false;
+        };
+        let now = g.load();
+        if let Some((mark, since)) = self.quiet.get()
+            && mark == now
+            && since.elapsed() < QUIET_FOR
+            && self
+                .seen
+                .as_ref()
+                .is_some_and(|s| s.found.len() <= PER_COMMAND_KEPT)
+        {
+            return true;
+        }
+        self.quiet.set(Some((now, Instant::now())));
+        false
+    }
+
+    /// A write of this process left `path` at version `now`: while the
+    /// counter shows no other change, that is what is there.
+    fn saw(&mut self, path: &Path, now: Version) {
+        if self.quiet.get().is_some()
+            && let Some(m) = self.seen.as_mut()
+        {
+            m.put(path.as_os_str(), now);
+        }
     }
 
     /// Within a command, after taking a lock that excludes the writers of
@@ -1412,6 +1519,7 @@ impl Files {
         };
         let bytes = Arc::new(bytes);
         self.cache_put(path, now, recs);
+        self.saw(path, now);
         self.raw
             .insert(path.as_os_str().to_owned(), (now, bytes.clone()));
         self.mains
@@ -1546,6 +1654,7 @@ impl Files {
                 }
             }
             let path = PathBuf::from(path);
+            let _counted = self.counting();
             let done = Lock::take(&path, true).and_then(|_lock| self.settle(&path, order, false));
             if let Err(e) = done {
                 crate::log_error!("folding the journal of {}: {e}", path.display());
@@ -1558,6 +1667,7 @@ impl Files {
     /// was a journal.
     pub fn fold(&mut self, path: &Path) -> Result<bool, StoreError> {
         let _lock = Lock::take(path, true)?;
+        let _counted = self.counting();
         self.fold_locked_any(path)
     }
 
@@ -1630,6 +1740,7 @@ impl Files {
         change: impl FnOnce(&mut Records) -> Result<(T, bool), E>,
     ) -> Result<T, E> {
         let lock = Lock::take(path, true)?;
+        let _counted = self.counting();
         self.unsee(path);
         let journaling = self.journaled(path);
         let main = self.settle(path, order, journaling)?;
@@ -1714,6 +1825,7 @@ impl Files {
             return Ok(None);
         };
         let lock = Lock::take(path, false)?;
+        let _counted = self.counting();
         self.unsee(path);
         let main = stat(path)?;
         // A journal read before, still linked and for this version of the
@@ -1833,6 +1945,7 @@ impl Files {
         change: impl FnOnce(&mut Records) -> Result<(T, bool), E>,
     ) -> Result<T, E> {
         let _lock = Lock::take(path, true)?;
+        let _counted = self.counting();
         self.unsee(path);
         let journaling = self.journaled(path);
         let main = self.settle(path, order, journaling)?;
@@ -1852,6 +1965,7 @@ impl Files {
                 // Folded (`None`): the cache already holds the new file.
                 if let Some(now) = self.append(path, order, main, ops)? {
                     self.cache_put(path, now, Arc::new(recs));
+                    self.saw(path, now);
                 }
             }
             return Ok(result);
@@ -1868,6 +1982,7 @@ impl Files {
                 journal: None,
             };
             self.cache_put(path, now, Arc::new(recs));
+            self.saw(path, now);
         }
         Ok(result)
     }
@@ -1888,6 +2003,7 @@ impl Files {
     pub fn remove(&mut self, path: &Path) -> Result<(), StoreError> {
         {
             let _lock = Lock::take(path, true)?;
+            let _counted = self.counting();
             // The journal is folded and unlinked first: cut short after,
             // the file is still whole; and a session holding the journal
             // open takes its file as unchanged only while it is linked.
@@ -1921,6 +2037,7 @@ impl Files {
         {
             let _a = Lock::take(from, true)?;
             let _b = Lock::take(to, true)?;
+            let _counted = self.counting();
             if self.exists(to) {
                 return Err(StoreError::Invalid(format!(
                     "{} already exists",
@@ -2119,6 +2236,65 @@ mod tests {
         });
         assert!(e.is_err());
         assert_eq!(fs::read(&p).unwrap(), b"a.opt W edited\n");
+    }
+
+    /// The change counter (`imspd.generation`): a process that finds it
+    /// where it left it reads what it found before, without looking; a
+    /// change another process counted is seen by its next command,
+    /// journaled or not; one made behind the counter's back (by hand) once
+    /// [`QUIET_FOR`] has passed.
+    #[test]
+    fn a_still_counter_spares_the_looks_and_a_counted_change_ends_it() {
+        let order = Order::CaseInsensitive;
+        for journaling in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            fs::create_dir(dir.path().join("user")).unwrap();
+            let p = dir.path().join("user/options");
+            let (mut a, mut b) = (Files::under(dir.path()), Files::under(dir.path()));
+            for f in [&mut a, &mut b] {
+                f.journaling = journaling;
+                f.fsync = false;
+            }
+            let set = |f: &mut Files, v: &[u8]| {
+                f.new_command();
+                f.update::<_, StoreError>(&p, order, |r| {
+                    r.set(b"x", v);
+                    Ok(((), true))
+                })
+                .unwrap()
+            };
+            let get = |f: &mut Files| {
+                f.new_command();
+                f.read(&p, order).unwrap().get(b"x").map(<[u8]>::to_vec)
+            };
+            set(&mut a, b"W 1");
+            assert_eq!(get(&mut a), Some(b"W 1".to_vec()));
+            set(&mut b, b"W 2");
+            assert_eq!(get(&mut a), Some(b"W 2".to_vec()), "journal {journaling}");
+            // Its own change leaves a still: it reads it without a look.
+            set(&mut a, b"W 3");
+            assert_eq!(get(&mut b), Some(b"W 3".to_vec()), "journal {journaling}");
+            assert_eq!(get(&mut a), Some(b"W 3".to_vec()));
+            // By hand (the global options, never journaled): a, still,
+            // does not look, until a second has passed.
+            let global = dir.path().join("options");
+            let get_global = |f: &mut Files| {
+                f.new_command();
+                f.read(&global, order)
+                    .unwrap()
+                    .get(b"x")
+                    .map(<[u8]>::to_vec)
+            };
+            fs::write(&global, b"x R before\n").unwrap();
+            set(&mut b, b"W 4");
+            assert_eq!(get_global(&mut a), Some(b"R before".to_vec()));
+            assert_eq!(get(&mut a), Some(b"W 4".to_vec()));
+            fs::write(dir.path().join("new"), b"x R by hand\n").unwrap();
+            fs::rename(dir.path().join("new"), &global).unwrap();
+            assert_eq!(get_global(&mut a), Some(b"R before".to_vec()));
+            std::thread::sleep(QUIET_FOR + std::time::Duration::from_millis(50));
+            assert_eq!(get_global(&mut a), Some(b"R by hand".to_vec()));
+        }
     }
 
     /// Two processes' caches: each same-sized rewrite by one must be seen

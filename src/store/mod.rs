@@ -11,6 +11,7 @@ pub mod abook;
 pub mod alock;
 pub mod codec;
 pub mod file;
+pub mod generation;
 pub mod journal;
 pub mod mailboxes;
 pub mod names;
@@ -176,6 +177,7 @@ impl Store {
             Err(e) => return Err(StoreError::io(&dir, e)),
         }
         self.files.forget_dir(&dir);
+        self.files.count_change();
         if self.files.fsync {
             file::sync_dir(dir.parent().unwrap_or(&self.root))?;
         }
