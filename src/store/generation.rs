@@ -1,7 +1,7 @@
 //! The change counter of a data directory: one number in a small file
 //! (`imspd.generation`) that every process serving the directory maps,
-//! and bumps after each change it makes to a file there (before it lets
-//! go of the file's lock, so before the change is acknowledged).
+//! and bumps after each change it makes to a file there, before the
+//! change is acknowledged.
 //!
 //! A session that finds the counter where it left it knows no other
 //! process has changed a file since it last looked at its files, and
