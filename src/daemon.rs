@@ -87,7 +87,7 @@ pub fn run(
     let mut warm = Store::open(&settings.data_dir);
     // Mapped once here: each session takes the listener's store over,
     // mapping and all.
-    if warm.files.generation().is_none() {
+    if !warm.share_change_counter() {
         crate::log_warn!(
             "no change counter in {} (a network file system, or it cannot be made): every command looks at its files",
             settings.data_dir.display()

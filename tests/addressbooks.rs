@@ -431,8 +431,7 @@ fn without_a_quota_the_usage_is_computed_when_asked() {
         .read("options")
         .replace("imsp.user.quota R 0", "imsp.user.quota R 1");
     std::fs::write(s.dir.join("options"), options).unwrap();
-    // (An edit by hand is seen by commands a second after it.)
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    common::until_a_hand_edit_is_seen();
     c.ok(&format!("STOREADDRESS fred Big notes {}", "x".repeat(950)));
     assert!(
         s.read("user/fred/options")

@@ -463,8 +463,7 @@ fn add_options(s: &Server, lines: &str) {
         .open(s.path("options"))
         .unwrap();
     f.write_all(lines.as_bytes()).unwrap();
-    // An edit by hand is seen by the commands that start a second after.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    common::until_a_hand_edit_is_seen();
 }
 
 #[test]

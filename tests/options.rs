@@ -308,7 +308,7 @@ fn an_edit_of_the_options_file_is_seen_live() {
     // An edit by hand moves no change counter: it is seen by every
     // command that starts a second or more after it.
     let after_a_second = |c: &mut Client, command: &str| {
-        std::thread::sleep(Duration::from_millis(1100));
+        common::until_a_hand_edit_is_seen();
         c.ok(command)
     };
     // An editor writing in place, and one replacing the file.

@@ -269,8 +269,6 @@ pub fn restore(snap: &Snapshot, data_dir: &Path, force: bool) -> Result<(usize, 
     }
     sync_dir(data_dir).map_err(|e| e.to_string())?;
     // Sessions running meanwhile (`--force`) look at their files again.
-    if let Some(g) = crate::store::generation::Generation::open(data_dir) {
-        g.bump();
-    }
+    crate::store::Store::open(data_dir).files.count_change();
     Ok((snap.files.len(), removed))
 }

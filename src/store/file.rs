@@ -901,9 +901,14 @@ impl<V> PerCommand<V> {
     /// Forget everything found: a new command.
     fn clear(&mut self) {
         self.now += 1;
-        if self.found.len() > PER_COMMAND_KEPT {
+        if self.is_over_kept() {
             self.found.clear();
         }
+    }
+
+    /// Whether more files are kept than a session's commands look at.
+    fn is_over_kept(&self) -> bool {
+        self.found.len() > PER_COMMAND_KEPT
     }
 
     /// Forget what `keep` is false for.
@@ -1080,7 +1085,7 @@ impl Files {
 
     /// The data directory's change counter, mapped the first time (by the
     /// listener before it forks, so that sessions share its mapping).
-    pub fn generation(&self) -> Option<&Rc<Generation>> {
+    pub(super) fn generation(&self) -> Option<&Rc<Generation>> {
         self.generation
             .get_or_init(|| Some(Rc::new(Generation::open(self.root.as_deref()?)?)))
             .as_ref()
@@ -1110,7 +1115,7 @@ impl Files {
         if self.still() {
             // (A directory found missing is looked for again: one made by
             // hand, for a new user, is seen at once.)
-            self.dirs.get_mut().retain(|_, found| *found);
+            self.forget_missing_dirs();
             return;
         }
         self.seen.get_or_insert_default().clear();
@@ -1128,10 +1133,7 @@ impl Files {
         if let Some((mark, since)) = self.quiet.get()
             && mark == now
             && since.elapsed() < QUIET_FOR
-            && self
-                .seen
-                .as_ref()
-                .is_some_and(|s| s.found.len() <= PER_COMMAND_KEPT)
+            && self.seen.as_ref().is_some_and(|s| !s.is_over_kept())
         {
             return true;
         }
@@ -1156,6 +1158,12 @@ impl Files {
     pub fn look_again(&mut self, keep: &[&Path]) {
         let seen = self.seen.get_or_insert_default();
         seen.retain(|p, _| keep.iter().any(|k| k.as_os_str() == p));
+        self.forget_missing_dirs();
+    }
+
+    /// Directories found missing are looked for again (those found stay:
+    /// imspd makes user directories but never removes them).
+    fn forget_missing_dirs(&mut self) {
         self.dirs.get_mut().retain(|_, found| *found);
     }
 

@@ -76,6 +76,13 @@ impl Store {
         &self.root
     }
 
+    /// Map the data directory's change counter now (the listener, before
+    /// it forks: its sessions share the mapping). False when there is
+    /// none to use: every command then looks at its files.
+    pub fn share_change_counter(&self) -> bool {
+        self.files.generation().is_some()
+    }
+
     /// Whether writes are fsynced (the `imsp.db.fsync` option).
     pub fn set_fsync(&mut self, on: bool) {
         self.files.fsync = on;

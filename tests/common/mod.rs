@@ -13,6 +13,12 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_imspd");
 
+/// Wait until an edit made by hand (which moves no change counter) is
+/// seen by the next command of every session.
+pub fn until_a_hand_edit_is_seen() {
+    std::thread::sleep(imspd::store::file::QUIET_FOR + Duration::from_millis(100));
+}
+
 /// The binary servers start: `IMSPD_BIN` when set (the benchmark compares
 /// two builds that way), else this build's.
 pub fn server_bin() -> PathBuf {
